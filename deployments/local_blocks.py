@@ -1,0 +1,25 @@
+"""Save the blocks that point at the embedded local stack (called by ``slipway local up``)."""
+
+from __future__ import annotations
+
+from prefect_aws import AwsCredentials
+from prefect_aws.client_parameters import AwsClientParameters
+
+from blocks import ArtifactStoreBlock, LambdaTargetBlock
+
+LOCAL_CREDENTIALS = "slipway-local"
+
+
+def save_local_blocks(endpoint: str, bucket: str, role_arn: str, region: str = "us-east-1") -> list[str]:
+    """AwsCredentials ``slipway-local`` (endpoint = the local AWS), artifact store ``default`` and Lambda
+    target ``default``. Overwrites earlier local blocks of the same names; returns what was saved."""
+    creds = AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # moto accepts any key; not a secret
+        region_name=region,
+        aws_client_parameters=AwsClientParameters(endpoint_url=endpoint),
+    )
+    creds.save(LOCAL_CREDENTIALS, overwrite=True)
+    ArtifactStoreBlock(bucket=bucket, prefix="slipway", credentials=creds).save("default", overwrite=True)
+    LambdaTargetBlock(credentials=creds, region=region, role_arn=role_arn).save("default", overwrite=True)
+    return [f"aws-credentials/{LOCAL_CREDENTIALS}", "slipway-artifact-store/default", "slipway-lambda-target/default"]

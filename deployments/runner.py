@@ -1,0 +1,56 @@
+"""The Prefect side of the ``slipway`` CLI: run the flows in this process against the configured API.
+
+``slipway.cli`` imports this module lazily, only for commands that need Prefect, so that ``slipway``
+itself stays Prefect-free and quick to start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slipway.errors import SlipwayError
+
+
+def ui_url_for_run(flow_run_id: Any) -> str | None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
+
+
+def _run(flow_fn, **params) -> tuple[Any, Any]:
+    """Run a flow, return (result or exception, flow_run_id)."""
+    state = flow_fn(**params, return_state=True)
+    result = state.result(raise_on_failure=False)
+    run_id = getattr(state.state_details, "flow_run_id", None)
+    return result, run_id
+
+
+def run_release(repo_url: str, ref: str, spec_path: str | None, only: list[str] | None, store_block: str = "default") -> dict:
+    from flows.release import release
+
+    result, run_id = _run(release, repo_url=repo_url, ref=ref, spec_path=spec_path, only=only or None, store_block=store_block)
+    return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
+
+
+def run_rollback(app: str, environment: str, to: str | None, store_block: str = "default") -> dict:
+    from flows.release import rollback
+
+    result, run_id = _run(rollback, app=app, environment=environment, to=to, reason="manual (slipway rollback)", store_block=store_block)
+    return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
+
+
+def read_history(app: str, environment: str | None, store_block: str = "default"):
+    from tasks.release_tasks import open_store
+
+    _, ledger = open_store(store_block)
+    return ledger.history(app, environment), {env: ledger.head(app, env) for env in ([environment] if environment else ledger.environments(app))}
+
+
+def save_local_blocks(endpoint: str, bucket: str, role_arn: str, region: str) -> list[str]:
+    from deployments.local_blocks import save_local_blocks as save
+
+    return save(endpoint, bucket, role_arn, region)
+
+
+__all__ = ["run_release", "run_rollback", "read_history", "save_local_blocks", "SlipwayError"]

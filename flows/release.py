@@ -1,0 +1,192 @@
+"""Composition only: which steps, in what order, with which hooks.
+
+release: validate → check store → clone → spec → plan → (reuse | test → build → publish) → per environment,
+in promotion order, the ``deploy-environment`` subflow (publish version → shift traffic → verify). A failed
+stage fires the ``rollback`` subflow from the subflow's ``on_failure``/``on_crashed`` hooks; later
+environments are not touched, and the release ends Failed naming the stage, the check and the evidence.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from slipway import BUILDER_VERSION
+from slipway.errors import ReleaseFailed, SlipwayError
+from slipway.gitsource import validate_ref, validate_repo_url
+from slipway.models import ArtifactRef, StageOutcome
+from slipway.planning import plan_rollout, select_environments
+from slipway.report import history_rows, outcome_from_head, release_report_markdown, render_summary
+from slipway.spec import Spec
+from tasks import release_tasks as t
+
+
+def _artifact_key(*parts: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
+
+
+def publish_history_artifact(store_block: str, app: str, env: str) -> None:
+    _, ledger = t.open_store(store_block)
+    rows = history_rows(ledger.history(app, env)[:50])
+    create_table_artifact(key=_artifact_key("history", app, env), table=rows, description=f"Ledger of {app}/{env}, newest first")
+
+
+# ---- rollback -----------------------------------------------------------------------------------------
+@flow(name="rollback", log_prints=False)
+def rollback(
+    app: str,
+    environment: str,
+    to: str | None = None,
+    reason: str = "",
+    automatic: bool = False,
+    store_block: str = "default",
+) -> dict | None:
+    """Put ENV back on the previous verified release (or ``to``), verify it, record it.
+
+    Automatic rollbacks (from a failed deploy) are idempotent: with nothing in progress they do nothing.
+    """
+    _, ledger = t.open_store(store_block)
+    head = ledger.head(app, environment)
+    if head.function is None:
+        raise ReleaseFailed(
+            f"nothing has been deployed to {app}/{environment}", hint="check the app and environment names (`slipway history APP`)",
+            ref="nothing-deployed",
+        )
+    ctx_args = dict(app=app, env_name=environment, store_block=store_block, function=head.function, alias=head.alias or "live",
+                    target_block=head.target_block)
+    outcome = t.roll_back_environment(ctx_args, to, reason, automatic)
+    publish_history_artifact(store_block, app, environment)
+    return outcome
+
+
+def _roll_back_failed_stage(flow, flow_run, state) -> None:
+    """on_failure / on_crashed hook of deploy-environment: fire the rollback subflow for that environment."""
+    params = flow_run.parameters
+    rollback(
+        app=params["app"],
+        environment=params["environment"],
+        reason=f"{state.name}: {state.message}",
+        automatic=True,
+        store_block=params.get("store_block", "default"),
+    )
+
+
+# ---- one environment ------------------------------------------------------------------------------------
+@flow(name="deploy-environment", flow_run_name="deploy {app}/{environment}", on_failure=[_roll_back_failed_stage], on_crashed=[_roll_back_failed_stage])
+def deploy_environment(
+    app: str,
+    environment: str,
+    spec: Spec,
+    artifact: ArtifactRef,
+    action: str = "deploy",
+    reconcile_first: bool = False,
+    store_block: str = "default",
+) -> dict:
+    env = spec.environment(environment)
+    function = t.function_name_for(spec, environment, env.target)
+    checks = [c.model_dump(mode="json") for c in spec.verify.smoke]
+    ctx_args = dict(app=app, env_name=environment, store_block=store_block, function=function, alias=env.alias,
+                    target_block=env.target, spec=spec, checks=checks)
+    if reconcile_first:
+        t.reconcile_environment(ctx_args)
+    if action == "verify-live":
+        head = t.read_heads(store_block, app, [environment])[environment]
+        result = t.verify_release(ctx_args, artifact, head.live.version)
+        version = head.live.version
+    else:
+        deployed = t.publish_lambda_version(ctx_args, artifact)
+        t.shift_traffic(ctx_args, artifact, deployed)
+        result = t.verify_release(ctx_args, artifact, deployed.version)
+        version = deployed.version
+    publish_history_artifact(store_block, app, environment)
+    return {"environment": environment, "version": version, "passed": result.passed}
+
+
+# ---- the release ----------------------------------------------------------------------------------------
+@flow(name="release", flow_run_name="release {repo_url}@{ref}")
+def release(
+    repo_url: str,
+    ref: str = "HEAD",
+    spec_path: str | None = None,
+    only: list[str] | None = None,
+    store_block: str = "default",
+    git_token_block: str | None = None,
+) -> dict:
+    """Release a Lambda zip from git through the spec's environments, verified, with automatic rollback."""
+    logger = get_run_logger()
+    validate_repo_url(repo_url)  # refused before anything runs
+    validate_ref(ref)
+    t.check_artifact_store(store_block)
+    checkout = t.clone_repo(repo_url, ref, git_token_block)
+    spec = t.load_release_spec(checkout, spec_path)
+    names = [e.name for e in spec.environments]
+    heads = t.read_heads(store_block, spec.app, names)
+    plan_rollout(spec, checkout.commit, heads, only)  # validates --only and promotion gates before any build
+    for env_name in select_environments(spec, only):  # a target block must exist before anything is built
+        t.resolve_target_block(env_name, spec.environment(env_name).target)
+
+    build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
+    artifact = t.find_published_artifact(store_block, spec.app, build_key)
+    if artifact is None:
+        tests = t.run_app_tests(checkout, spec, build_key)
+        built = t.build_artifact(checkout, spec)
+        artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
+    plan = plan_rollout(spec, checkout.commit, heads, only, release_id=artifact.release_id)
+    logger.info("plan for %s:\n  %s", artifact.release_id, "\n  ".join(plan.describe()))
+
+    outcomes: list[StageOutcome] = []
+    failure: str | None = None
+    for step in plan.steps:
+        if failure:
+            head = t.read_heads(store_block, spec.app, [step.environment])[step.environment]
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "not-reached", "untouched"))
+            continue
+        state = deploy_environment(
+            app=spec.app, environment=step.environment, spec=spec, artifact=artifact, action=step.action,
+            reconcile_first=step.reconcile_first, store_block=store_block, return_state=True,
+        )
+        head = t.read_heads(store_block, spec.app, [step.environment])[step.environment]
+        if state.is_completed():
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "live", "verified"))
+            continue
+        exc = state.result(raise_on_failure=False)
+        reason = exc.one_line() if isinstance(exc, SlipwayError) else (state.message or "failed")
+        stage = exc.stage if isinstance(exc, SlipwayError) else "deploy"
+        if head.in_progress is None:
+            back = f"rolled back to {head.live.release_id} (version {head.live.version})" if head.live else "alias removed (no earlier verified release)"
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "rolled-back", back))
+        else:
+            back = f"ROLLBACK DID NOT COMPLETE: {head.in_progress.message or 'see the rollback run'}"
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "rollback-failed", back))
+        failure = f"release {artifact.release_id} failed at {stage} in {step.environment}: {reason}; {step.environment} {back}"
+    for env_name in plan.skipped:
+        head = t.read_heads(store_block, spec.app, [env_name])[env_name]
+        outcomes.append(outcome_from_head(env_name, head, artifact.release_id, "skipped", "not in --only"))
+    order = {n: i for i, n in enumerate(names)}
+    outcomes.sort(key=lambda o: order[o.environment])
+    not_reached = [o.environment for o in outcomes if o.status == "not-reached"]
+    if failure and not_reached:
+        failure += f"; {', '.join(not_reached)} not touched"
+
+    summary = {
+        "app": spec.app, "release_id": artifact.release_id, "commit": checkout.commit, "artifact": artifact.model_dump(mode="json"),
+        "outcomes": [o.model_dump(mode="json") for o in outcomes], "error": failure,
+    }
+    create_markdown_artifact(
+        key=_artifact_key("release", spec.app),
+        markdown=release_report_markdown(
+            app=spec.app, release_id=artifact.release_id, commit=checkout.commit, subject=checkout.subject, repo=checkout.repo_url,
+            ref=ref, artifact={**artifact.model_dump(mode="json"), "uri": artifact.uri}, outcomes=outcomes, error=failure,
+        ),
+        description=f"Release {artifact.release_id} of {spec.app}",
+    )
+    logger.info("%s", render_summary(outcomes, artifact.release_id))
+    if failure:
+        raise ReleaseFailed(failure, evidence=summary)
+    return summary
+
+
+__all__ = ["release", "rollback", "deploy_environment"]

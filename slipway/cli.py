@@ -1,0 +1,209 @@
+"""The ``slipway`` command: a thin layer over the flows.
+
+User errors print one line (``error: ...``) and exit non-zero; no traceback unless ``SLIPWAY_DEBUG=1``.
+Exit codes: 0 success, 1 the release/rollback ran and failed, 2 bad input or configuration.
+Commands that run flows import the Prefect side (``deployments.runner``) lazily; ``slipway`` itself
+imports no Prefect module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from slipway import localstack
+from slipway.errors import InputError, SlipwayError
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _configure_prefect_api() -> str | None:
+    """Use the local stack's Prefect API when none is configured (before Prefect is imported)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    info = localstack.status()
+    if info["running"]:
+        os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        return os.environ["PREFECT_API_URL"]
+    try:
+        from prefect.settings import PREFECT_API_URL  # a profile may configure it
+
+        if PREFECT_API_URL.value():
+            return PREFECT_API_URL.value()
+    except Exception:  # noqa: BLE001 - no usable Prefect settings: same answer as none
+        pass
+    raise CliError("no Prefect API configured: run `slipway local up` (embedded stack) or set PREFECT_API_URL")
+
+
+def _runner():
+    _configure_prefect_api()
+    return importlib.import_module("deployments.runner")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ---- local -------------------------------------------------------------------------------------------
+def cmd_local(args: argparse.Namespace) -> int:
+    if args.local_cmd == "up":
+        info = localstack.up()
+        os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
+        runner = importlib.import_module("deployments.runner")
+        saved = runner.save_local_blocks(info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION)
+        started = ", ".join(info["started"]) or "nothing (already running)"
+        print(f"local stack up (started: {started}); state in {info['home']}")
+        print(f"  Prefect UI:  {info['ui_url']}")
+        print(f"  local AWS:   {info['env']['AWS_ENDPOINT_URL']}  (bucket {info['bucket']}, role {info['role_arn']})")
+        print(f"  blocks:      {', '.join(saved)}")
+        print("export these to use it from other shells:")
+        for key, value in info["env"].items():
+            print(f"  export {key}={value}")
+        return 0
+    if args.local_cmd == "down":
+        result = localstack.down()
+        print(f"local stack down (stopped: {', '.join(result['stopped']) or 'nothing was running'})")
+        return 0
+    info = localstack.status()
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"local stack: {'running' if info['running'] else 'not running'} ({info['home']})")
+        for name, comp in info["components"].items():
+            print(f"  {name:<8} {'healthy' if comp['healthy'] else 'down':<8} {comp['url'] or '-'}  pid {comp['pid'] or '-'}")
+        for key, value in info["env"].items():
+            print(f"  export {key}={value}")
+    return 0 if info["running"] else 3
+
+
+# ---- release / rollback / history -----------------------------------------------------------------------
+def cmd_release(args: argparse.Namespace) -> int:
+    from slipway.gitsource import validate_ref, validate_repo_url
+
+    validate_repo_url(args.repo_url)  # before anything else, even before Prefect is reached
+    validate_ref(args.ref)
+    runner = _runner()
+    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only)
+    result = out["result"]
+    from slipway.models import StageOutcome
+    from slipway.report import render_summary
+
+    if isinstance(result, BaseException):
+        evidence = getattr(result, "evidence", {}) or {}
+        if evidence.get("outcomes"):
+            outcomes = [StageOutcome.model_validate(o) for o in evidence["outcomes"]]
+            print(render_summary(outcomes, evidence.get("release_id")))
+        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
+        if out["run_url"]:
+            print(f"run: {out['run_url']}")
+        return 1 if evidence.get("outcomes") else 2 if isinstance(result, (InputError,)) or getattr(result, "stage", "") in ("spec", "credentials") else 1
+    outcomes = [StageOutcome.model_validate(o) for o in result["outcomes"]]
+    print(render_summary(outcomes, result["release_id"]))
+    if out["run_url"]:
+        print(f"run: {out['run_url']}")
+    requested = [o for o in outcomes if o.status != "skipped"]
+    return 0 if requested and all(o.status == "live" and o.live_release_id == result["release_id"] for o in requested) else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    runner = _runner()
+    out = runner.run_rollback(args.app, args.env, args.to)
+    result = out["result"]
+    if isinstance(result, BaseException):
+        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
+        return 1
+    print(f"{args.app}/{args.env}: {result['message'] if result else 'nothing to do'}")
+    if out["run_url"]:
+        print(f"run: {out['run_url']}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    runner = _runner()
+    entries, heads = runner.read_history(args.app, args.env)
+    if args.json:
+        _print_json({"entries": [e.model_dump(mode="json") for e in entries], "heads": {k: v.model_dump(mode="json") for k, v in heads.items()}})
+        return 0
+    from slipway.report import render_history
+
+    if not heads:
+        raise CliError(f"no ledger for app {args.app!r}: nothing has been released (check the name)")
+    for env, head in heads.items():
+        live = f"{head.live.release_id} (version {head.live.version})" if head.live else "nothing live"
+        extra = f"  [{head.status}]" if head.status not in ("live", "empty") else ""
+        print(f"{env}: {live}{extra}")
+    print()
+    print(render_history(entries))
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints usage too)
+        raise CliError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="slipway", description="Build once from git, promote through verified stages, roll back automatically.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    local = sub.add_parser("local", help="the embedded local stack (Prefect server + local AWS)")
+    lsub = local.add_subparsers(dest="local_cmd", required=True, parser_class=_Parser)
+    lsub.add_parser("up", help="start it in the background (idempotent) and save blocks pointing at it")
+    lsub.add_parser("down", help="stop it")
+    st = lsub.add_parser("status", help="what runs and the environment to export")
+    st.add_argument("--json", action="store_true")
+    local.set_defaults(func=cmd_local)
+
+    rel = sub.add_parser("release", help="release REPO_URL at --ref through the spec's environments")
+    rel.add_argument("repo_url")
+    rel.add_argument("--ref", default="HEAD", help="branch, tag or commit (default: the remote's HEAD)")
+    rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
+    rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
+    rel.set_defaults(func=cmd_release)
+
+    rb = sub.add_parser("rollback", help="put ENV back on the previous verified release (or --to RELEASE_ID)")
+    rb.add_argument("app")
+    rb.add_argument("env")
+    rb.add_argument("--to", default=None, metavar="RELEASE_ID")
+    rb.set_defaults(func=cmd_rollback)
+
+    hist = sub.add_parser("history", help="the ledger, newest first")
+    hist.add_argument("app")
+    hist.add_argument("--env", default=None)
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=cmd_history)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except SlipwayError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line unless debugging
+        if os.environ.get("SLIPWAY_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set SLIPWAY_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

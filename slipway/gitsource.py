@@ -1,0 +1,191 @@
+"""Clone a repository at a ref and pin the exact commit: safe by construction.
+
+Only https, ssh (``ssh://`` and scp-like ``git@host:path``), ``file://`` and local paths are accepted.
+Anything else (``ext::``, ``fd::``, ``http://``, option-looking strings, credentials inside the URL) is
+refused before git runs. git is run through GitPython with ``--`` before the URL, with every transport but
+the allowed ones disabled (this also covers submodules), no terminal prompts, and credentials supplied by an
+askpass helper that reads them from the child's environment: never from the URL, never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from slipway.errors import CloneError, InputError
+
+_SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>[^:/][^:]*)$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_ALLOWED_SCHEMES = {"https", "ssh", "file"}
+
+
+@dataclass(frozen=True)
+class RepoUrl:
+    """A validated clone URL. ``display`` is safe to log."""
+
+    url: str
+    kind: str  # https | ssh | file | local
+
+    @property
+    def display(self) -> str:
+        return self.url
+
+
+def validate_repo_url(raw: str) -> RepoUrl:
+    """Refuse anything but https, ssh, file:// and local paths. Raises InputError (one line)."""
+    url = (raw or "").strip()
+    hint = "use an https://, ssh://, git@host:path, file:// URL or a local path"
+    if not url:
+        raise InputError("empty repository URL", hint=hint, ref="hostile-repo-url")
+    if url.startswith("-"):
+        raise InputError(f"refused repository URL {url!r}: it looks like a command-line option", hint=hint, ref="hostile-repo-url")
+    if any(ch in url for ch in "\n\r\0"):
+        raise InputError("refused repository URL: it contains control characters", hint=hint, ref="hostile-repo-url")
+    if "::" in url.split("/", 1)[0] or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
+        transport = url.split("::", 1)[0]
+        raise InputError(f"refused repository URL {url!r}: git transport {transport!r}:: runs commands", hint=hint, ref="hostile-repo-url")
+    scheme_match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    if scheme_match:
+        scheme = scheme_match.group(1).lower()
+        if scheme not in _ALLOWED_SCHEMES:
+            raise InputError(f"refused repository URL {url!r}: scheme {scheme}:// is not allowed", hint=hint, ref="hostile-repo-url")
+        parts = urlsplit(url)
+        if scheme == "https" and (parts.password or (parts.username and scheme == "https")):
+            raise InputError(
+                "refused repository URL: it has credentials inside it",
+                hint="remove them from the URL and store the token in a Secret block (git_token_block)",
+                ref="credentials-in-url",
+            )
+        if scheme in ("https", "ssh") and not parts.hostname:
+            raise InputError(f"refused repository URL {url!r}: no host", hint=hint, ref="hostile-repo-url")
+        if scheme == "file":
+            local = Path(parts.path)
+            if not local.exists():
+                raise InputError(f"repository not found: {parts.path} does not exist", hint="check the path", ref="repo-not-found")
+            return RepoUrl(url, "file")
+        return RepoUrl(url, scheme)
+    scp = _SCP_LIKE.match(url)
+    if scp and not Path(url).exists():
+        if scp.group("path").startswith("-"):
+            raise InputError(f"refused repository URL {url!r}: path looks like an option", hint=hint, ref="hostile-repo-url")
+        return RepoUrl(url, "ssh")
+    if ":" in url and not Path(url).exists():
+        raise InputError(f"refused repository URL {url!r}: unrecognised form", hint=hint, ref="hostile-repo-url")
+    local = Path(url).expanduser()
+    if not local.exists():
+        raise InputError(f"repository not found: {url} does not exist", hint="check the path or use a URL", ref="repo-not-found")
+    return RepoUrl(str(local.resolve()), "local")
+
+
+def validate_ref(ref: str) -> str:
+    """A ref is a branch, tag or commit name; refuse option-like and malformed ones before git sees them."""
+    ref = (ref or "").strip()
+    hint = "pass a branch, tag or commit SHA"
+    if not ref:
+        raise InputError("empty ref", hint=hint, ref="invalid-ref")
+    if ref.startswith("-") or any(c in ref for c in " ~^:?*[\\\0\n") or ".." in ref or ref.endswith((".lock", "/", ".")):
+        raise InputError(f"refused ref {ref!r}: not a valid git ref name", hint=hint, ref="invalid-ref")
+    return ref
+
+
+@dataclass(frozen=True)
+class Checkout:
+    path: Path
+    repo_url: str
+    ref: str
+    commit: str
+    subject: str
+
+
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "${SLIPWAY_GIT_USERNAME:-x-access-token}" ;;
+  *) printf '%s\\n' "$SLIPWAY_GIT_TOKEN" ;;
+esac
+"""
+
+
+def _git_env(workdir: Path, token: SecretStr | None, username: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_ALLOW_PROTOCOL="https:ssh:file",
+        GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+    )
+    if token is not None:
+        askpass = workdir / "askpass.sh"
+        askpass.write_text(_ASKPASS)
+        askpass.chmod(stat.S_IRWXU)
+        env["GIT_ASKPASS"] = str(askpass)
+        env["SLIPWAY_GIT_TOKEN"] = token.get_secret_value()  # only in the child's environment
+        if username:
+            env["SLIPWAY_GIT_USERNAME"] = username
+    return env
+
+
+def _scrub(text: str, token: SecretStr | None) -> str:
+    if token is not None and token.get_secret_value():
+        text = text.replace(token.get_secret_value(), "***")
+    return text
+
+
+def clone_at_ref(
+    repo_url: str,
+    ref: str,
+    dest_parent: Path | None = None,
+    *,
+    token: SecretStr | None = None,
+    username: str | None = None,
+) -> Checkout:
+    """Clone ``repo_url`` into a new directory under ``dest_parent`` and check out ``ref`` detached.
+
+    Returns the pinned commit. Raises InputError for a refused URL/ref, CloneError for an unreachable
+    repository or an unknown ref.
+    """
+    import git  # GitPython; imported here to keep `slipway` import light
+
+    url = validate_repo_url(repo_url)
+    ref = validate_ref(ref)
+    dest_parent = Path(dest_parent or tempfile.mkdtemp(prefix="slipway-clone-"))
+    dest_parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="checkout-", dir=dest_parent))
+    repo_dir = work / "repo"
+    env = _git_env(work, token, username)
+    cmd = git.Git(str(work))
+    safety = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always",
+              "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper="]
+    try:
+        cmd.execute(["git", *safety, "clone", "--quiet", "--no-checkout", "--", url.url, str(repo_dir)], env=env)
+    except git.GitCommandError as exc:
+        stderr = _scrub(str(exc.stderr or "").strip(), token)
+        last = stderr.splitlines()[-1] if stderr else f"git exited {exc.status}"
+        raise CloneError(
+            f"could not clone {url.display}",
+            hint=f"{last.removeprefix('stderr: ').strip(chr(39) + ' ')}; check the URL and credentials",
+            ref="repo-unreachable",
+        ) from None
+    repo = git.Git(str(repo_dir))
+    commit = None
+    for candidate in ([ref] if _SHA.match(ref) else []) + [f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref]:
+        try:
+            commit = repo.execute(["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}"], env=env).strip()
+            break
+        except git.GitCommandError:
+            continue
+    if not commit:
+        raise CloneError(
+            f"unknown ref {ref!r} in {url.display}",
+            hint="no branch, tag or commit has that name; check --ref",
+            ref="unknown-ref",
+        )
+    repo.execute(["git", *safety, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, "--"], env=env)
+    subject = repo.execute(["git", "log", "-1", "--format=%s", commit], env=env).strip()
+    return Checkout(path=repo_dir, repo_url=url.display, ref=ref, commit=commit, subject=subject)

@@ -1,0 +1,276 @@
+"""The embedded local stack: a Prefect server (SQLite, UI) and a local AWS endpoint, in the background.
+
+State lives under ``$SLIPWAY_HOME/local`` (default ``~/.slipway/local``): ``stack.json`` (ports, pids),
+the Prefect home and database, the local AWS work directory, and the logs. ``up`` and ``down`` are
+idempotent; ``up`` keeps a healthy component running and restarts only what died, on the same port, so
+the exported environment stays valid. Everything binds 127.0.0.1.
+
+moto keeps its state in memory: ``down`` (or a crash of the AWS process) forgets artifacts and the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from slipway.errors import LocalStackError
+from slipway.home import slipway_home
+
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+BUCKET = "slipway-local-artifacts"
+ROLE_NAME = "slipway-local-lambda"
+LOCAL_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # not secrets: moto accepts any
+
+
+def stack_dir(home: Path | None = None) -> Path:
+    return (home or slipway_home()) / "local"
+
+
+def _state_path(home: Path | None) -> Path:
+    return stack_dir(home) / "stack.json"
+
+
+def _read_state(home: Path | None) -> dict:
+    try:
+        return json.loads(_state_path(home).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_state(home: Path | None, state: dict) -> None:
+    path = _state_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+            return True
+        except OSError:
+            return False
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+            return resp.status < 500
+    except Exception:
+        return False
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """True if ``pid`` runs and is ours (its command line holds ``marker``): never signal a stranger."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    marker: str  # part of the command line that identifies our process
+    health_path: str
+    command: Callable[[int, Path], list[str]]
+    env: Callable[[int, Path], dict[str, str]]
+
+
+def _prefect_command(port: int, home: Path) -> list[str]:
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+
+
+def _prefect_env(port: int, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(stack_dir(home) / "prefect"),
+        PREFECT_SERVER_API_HOST=HOST,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"http://{HOST}:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    return env
+
+
+def _aws_command(port: int, home: Path) -> list[str]:
+    return [sys.executable, "-m", "slipway.localaws", "--host", HOST, "--port", str(port), "--work-dir", str(stack_dir(home) / "aws")]
+
+
+def _aws_env(port: int, home: Path) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_"))}
+
+
+COMPONENTS = (
+    Component("prefect", "prefect server start", "/api/health", _prefect_command, _prefect_env),
+    Component("aws", "slipway.localaws", "/moto-api/", _aws_command, _aws_env),
+)
+
+
+def _url(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+def status(home: Path | None = None) -> dict:
+    """What runs, where, and the environment to export. Never starts anything."""
+    state = _read_state(home)
+    out: dict = {"home": str(stack_dir(home)), "running": True, "components": {}}
+    for comp in COMPONENTS:
+        info = state.get(comp.name, {})
+        port, pid = info.get("port"), info.get("pid")
+        healthy = bool(port) and _alive(pid, comp.marker) and _http_ok(_url(port) + comp.health_path)
+        out["components"][comp.name] = {"url": _url(port) if port else None, "pid": pid, "healthy": healthy}
+        out["running"] = out["running"] and healthy
+    prefect_port = state.get("prefect", {}).get("port")
+    aws_port = state.get("aws", {}).get("port")
+    out["env"] = export_env(prefect_port, aws_port) if prefect_port and aws_port else {}
+    out["ui_url"] = _url(prefect_port) if prefect_port else None
+    out["bucket"] = state.get("bucket")
+    out["role_arn"] = state.get("role_arn")
+    return out
+
+
+def export_env(prefect_port: int, aws_port: int) -> dict[str, str]:
+    return {
+        "PREFECT_API_URL": f"{_url(prefect_port)}/api",
+        "AWS_ENDPOINT_URL": _url(aws_port),
+        "AWS_DEFAULT_REGION": REGION,
+        **LOCAL_KEYS,
+    }
+
+
+def _start(comp: Component, port: int, home: Path) -> int:
+    logs = stack_dir(home) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{comp.name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            comp.command(port, home), env=comp.env(port, home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=str(stack_dir(home)),
+        )
+    return proc.pid
+
+
+def _wait_healthy(comp: Component, port: int, pid: int, home: Path, timeout: float, sleep: Callable[[float], None]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _http_ok(_url(port) + comp.health_path, timeout=1.0):
+            return
+        if not _alive(pid, comp.marker):
+            tail = (stack_dir(home) / "logs" / f"{comp.name}.log").read_text(errors="replace").strip().splitlines()[-5:]
+            raise LocalStackError(
+                f"the local {comp.name} server exited while starting",
+                hint=f"see {stack_dir(home) / 'logs' / (comp.name + '.log')}: {' | '.join(tail)[-300:]}",
+            )
+        sleep(0.25)
+    raise LocalStackError(f"the local {comp.name} server did not become healthy in {timeout:.0f}s", hint=f"see {stack_dir(home) / 'logs'}")
+
+
+def up(home: Path | None = None, *, timeout: float = 120, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Start what is not running (idempotent), bootstrap the local AWS resources, return ``status()``."""
+    home = home or slipway_home()
+    state = _read_state(home)
+    started: list[str] = []
+    for comp in COMPONENTS:
+        info = state.get(comp.name, {})
+        port, pid = info.get("port"), info.get("pid")
+        if port and _alive(pid, comp.marker) and _http_ok(_url(port) + comp.health_path):
+            continue
+        if pid and _alive(pid, comp.marker):
+            _stop_pid(pid, comp.marker)
+        if not port or not _port_free(port):
+            port = free_port()
+        pid = _start(comp, port, home)
+        state[comp.name] = {"port": port, "pid": pid}
+        _write_state(home, state)
+        started.append((comp, port, pid))  # type: ignore[arg-type]
+    for comp, port, pid in started:  # start both, then wait: the waits overlap
+        _wait_healthy(comp, port, pid, home, timeout, sleep)
+    aws = bootstrap_aws(_url(state["aws"]["port"]))
+    state.update(aws)
+    _write_state(home, state)
+    result = status(home)
+    result["started"] = [c.name for c, _, _ in started]
+    return result
+
+
+def bootstrap_aws(endpoint: str) -> dict:
+    """Create the artifact bucket (versioned) and the Lambda execution role. Idempotent."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    session = boto3.session.Session(region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = session.client("s3", endpoint_url=endpoint)
+    iam = session.client("iam", endpoint_url=endpoint)
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+    try:
+        role = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        role = iam.get_role(RoleName=ROLE_NAME)["Role"]
+    return {"bucket": BUCKET, "role_arn": role["Arn"], "region": REGION}
+
+
+def _stop_pid(pid: int, marker: str, timeout: float = 15) -> None:
+    if not _alive(pid, marker):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid, marker):
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    if _alive(pid, marker):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def down(home: Path | None = None) -> dict:
+    """Stop what ``up`` started (by pid, only if it is still ours). Idempotent."""
+    state = _read_state(home)
+    stopped = []
+    for comp in COMPONENTS:
+        pid = state.get(comp.name, {}).get("pid")
+        if pid and _alive(pid, comp.marker):
+            _stop_pid(pid, comp.marker)
+            stopped.append(comp.name)
+        state.get(comp.name, {}).pop("pid", None)
+    if state:
+        _write_state(home, state)
+    return {"stopped": stopped, "home": str(stack_dir(home))}

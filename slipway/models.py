@@ -1,0 +1,102 @@
+"""Plain data passed between stages: artifacts, deploy results, verification results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ArtifactRef(_Model):
+    """A published, immutable artifact. Refers by digest and URI, never by bytes."""
+
+    app: str
+    sha256: str
+    size: int
+    bucket: str
+    key: str
+    manifest_key: str
+    commit: str
+    release_id: str
+    reused: bool = False
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def code_sha256_b64(self) -> str:
+        """Lambda's CodeSha256 form: base64 of the raw digest."""
+        import base64
+
+        return base64.b64encode(bytes.fromhex(self.sha256)).decode()
+
+
+class Provenance(_Model):
+    """The provenance manifest stored beside each artifact."""
+
+    app: str
+    release_id: str
+    artifact_sha256: str
+    artifact_size: int
+    unzipped_size: int
+    file_count: int
+    commit: str
+    commit_subject: str
+    ref: str
+    repo: str
+    spec_digest: str
+    build_key: str
+    runtime: str
+    handler: str
+    builder: dict[str, str]
+    tests: dict[str, Any] | None = None
+    built_at: str
+    verify: dict[str, Any] = Field(default_factory=dict, description="the release's verify section, used to re-verify on rollback")
+
+
+class CheckResult(_Model):
+    name: str
+    passed: bool
+    detail: str
+    executed_version: str | None = None
+    duration_ms: float | None = None
+    response: Any = None
+
+
+class VerifyResult(_Model):
+    function: str
+    qualifier: str
+    passed: bool
+    checks: list[CheckResult]
+
+    @property
+    def first_failure(self) -> CheckResult | None:
+        return next((c for c in self.checks if not c.passed), None)
+
+
+class DeployResult(_Model):
+    environment: str
+    function: str
+    alias: str
+    version: str
+    previous_version: str | None
+    code_sha256: str
+    created_function: bool = False
+    new_version: bool = True
+
+
+class StageOutcome(_Model):
+    """What happened to one environment during a release: shown in the summary and the report."""
+
+    environment: str
+    status: str  # live | failed-rolled-back | failed | skipped | not-reached | rollback-failed
+    release_id: str | None = None
+    version: str | None = None
+    live_release_id: str | None = None
+    live_version: str | None = None
+    message: str = ""

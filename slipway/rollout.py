@@ -1,0 +1,191 @@
+"""The steps of a staged deploy and of a rollback, each recorded in the ledger.
+
+Order matters for "never a broken prod left behind": the ledger says ``deploy-started`` (with the version
+we are about to serve and the verified one we came from) *before* the alias moves, so a process killed at
+any point leaves a durable in-progress record that the next run reconciles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from slipway.errors import RollbackError, VerificationFailed
+from slipway.lambda_target import LambdaSettings, alias_version, point_alias, publish_version, remove_alias
+from slipway.ledger import EnvHead, Ledger, LiveRelease
+from slipway.models import ArtifactRef, DeployResult, VerifyResult
+from slipway.verify import failure_error, run_smoke_checks
+
+
+@dataclass
+class EnvContext:
+    """One app + environment: the clients and settings every step needs."""
+
+    lam: object
+    ledger: Ledger
+    app: str
+    environment: str
+    settings: LambdaSettings
+    checks: list[dict] = field(default_factory=list)
+    run_id: str | None = None
+    target_block: str | None = None
+    sleep: Callable[[float], None] | None = None
+
+    @property
+    def function(self) -> str:
+        return self.settings.function_name
+
+    @property
+    def alias(self) -> str:
+        return self.settings.alias
+
+    def head(self) -> EnvHead:
+        return self.ledger.head(self.app, self.environment)
+
+
+def publish(ctx: EnvContext, artifact: ArtifactRef) -> DeployResult:
+    kwargs = {"sleep": ctx.sleep} if ctx.sleep else {}
+    result = publish_version(ctx.lam, ctx.settings, artifact, **kwargs)
+    return result.model_copy(update={"environment": ctx.environment})
+
+
+def shift_traffic(ctx: EnvContext, artifact: ArtifactRef, deployed: DeployResult) -> None:
+    """Record intent, move the alias to the new version (100%), record that it moved."""
+    head = ctx.head()
+    ctx.ledger.record(
+        ctx.app, ctx.environment, "deploy-started", release_id=artifact.release_id, version=deployed.version,
+        artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id,
+        message=f"moving {ctx.function}:{ctx.alias} to version {deployed.version}",
+        detail={
+            "from_release": head.live.release_id if head.live else None, "from_version": deployed.previous_version,
+            "function": ctx.function, "alias": ctx.alias, "target_block": ctx.target_block,
+        },
+    )
+    point_alias(ctx.lam, ctx.function, ctx.alias, deployed.version)
+    ctx.ledger.record(
+        ctx.app, ctx.environment, "deployed", release_id=artifact.release_id, version=deployed.version,
+        artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id,
+        message=f"{ctx.function}:{ctx.alias} → version {deployed.version}",
+    )
+
+
+def verify(ctx: EnvContext, artifact: ArtifactRef, version: str) -> VerifyResult:
+    """Run the smoke checks through the alias; record verified, or verify-failed and raise."""
+    result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, ctx.checks, expected_version=version)
+    common = dict(release_id=artifact.release_id, version=version, artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id)
+    if result.passed:
+        ctx.ledger.record(
+            ctx.app, ctx.environment, "verified", message=f"{len(result.checks)} smoke check(s) passed",
+            detail={"checks": ctx.checks, "results": [c.model_dump(mode="json") for c in result.checks]}, **common,
+        )
+        return result
+    err = failure_error(result, ctx.environment)
+    ctx.ledger.record(ctx.app, ctx.environment, "verify-failed", message=err.message, detail=err.evidence, **common)
+    raise err
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    environment: str
+    to_release: str | None
+    to_version: str | None
+    from_version: str | None
+    removed_alias: bool
+    message: str
+
+
+def roll_back(
+    ctx: EnvContext,
+    *,
+    to_release: str | None = None,
+    reason: str = "",
+    only_if_in_progress: bool = False,
+    kind: str = "rolled-back",
+) -> RollbackOutcome | None:
+    """Put the environment back on a verified release and verify it again.
+
+    Automatic rollback (``only_if_in_progress``): back to the live release the ledger had before the failed
+    deploy — a no-op when nothing is in progress (so a second trigger for the same failure does nothing).
+    Manual: ``to_release`` or the previous verified release.
+    """
+    head = ctx.head()
+    if only_if_in_progress and head.in_progress is None:
+        return None
+    if to_release:
+        target = head.verified_release(to_release)
+        if target is None:
+            known = ", ".join(r.release_id for r in reversed(head.verified)) or "none"
+            raise RollbackError(
+                f"release {to_release!r} was never verified in {ctx.environment}",
+                hint=f"choose one of the verified releases: {known}",
+                ref="unknown-release",
+            )
+    elif head.in_progress is not None:
+        target = head.live  # the failed deploy never became live: go back to what was
+    else:
+        target = head.previous_verified()
+        if target is None:
+            raise RollbackError(
+                f"no earlier verified release in {ctx.environment} to roll back to",
+                target=f"{ctx.app}/{ctx.environment}",
+                hint="see `slipway history` for what has been deployed",
+                ref="nothing-to-roll-back-to",
+            )
+    serving = alias_version(ctx.lam, ctx.function, ctx.alias)
+    ctx.ledger.record(
+        ctx.app, ctx.environment, "rollback-started", release_id=target.release_id if target else None,
+        version=target.version if target else None, run_id=ctx.run_id,
+        message=f"rolling back from version {serving}: {reason}" if reason else f"rolling back from version {serving}",
+        detail={"from_version": serving},
+    )
+    try:
+        if target is None:
+            remove_alias(ctx.lam, ctx.function, ctx.alias)
+            message = f"no verified release existed; removed alias {ctx.alias} so the failed version serves nothing"
+        else:
+            point_alias(ctx.lam, ctx.function, ctx.alias, target.version, error_cls=RollbackError)
+            result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, target.checks, expected_version=target.version)
+            if not result.passed:
+                failed = result.first_failure
+                raise RollbackError(
+                    f"rolled back {ctx.environment} to {target.release_id} (version {target.version}) but it failed verification: "
+                    f"{failed.name}: {failed.detail}",
+                    hint="the environment needs attention: `slipway history` shows the releases; roll back further with --to",
+                    evidence={"checks": [c.model_dump(mode="json") for c in result.checks]},
+                )
+            message = f"back on {target.release_id} (version {target.version}), re-verified"
+    except Exception as exc:
+        text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
+        ctx.ledger.record(
+            ctx.app, ctx.environment, "rollback-failed", release_id=target.release_id if target else None,
+            version=target.version if target else None, run_id=ctx.run_id, message=text,
+        )
+        raise
+    ctx.ledger.record(
+        ctx.app, ctx.environment, kind, release_id=target.release_id if target else None,
+        version=target.version if target else None, artifact_sha256=target.artifact_sha256 if target else None,
+        commit=target.commit if target else None, run_id=ctx.run_id, message=message + (f" ({reason})" if reason else ""),
+    )
+    return RollbackOutcome(
+        environment=ctx.environment, to_release=target.release_id if target else None,
+        to_version=target.version if target else None, from_version=serving, removed_alias=target is None, message=message,
+    )
+
+
+def reconcile(ctx: EnvContext) -> RollbackOutcome | None:
+    """A run that finds an in-progress record left by a dead run puts the last verified release back first."""
+    head = ctx.head()
+    if head.in_progress is None:
+        return None
+    started = head.in_progress
+    return roll_back(
+        ctx, only_if_in_progress=True, kind="reconciled",
+        reason=f"run {started.run_id or '?'} left a {started.kind} of {started.release_id} unfinished since {started.started_at}",
+    )
+
+
+def live_release(ctx: EnvContext) -> LiveRelease | None:
+    return ctx.head().live
+
+
+__all__ = ["EnvContext", "RollbackOutcome", "publish", "shift_traffic", "verify", "roll_back", "reconcile", "VerificationFailed"]

@@ -1,0 +1,321 @@
+"""The app's description of itself: ``slipway.yaml``, validated with pydantic.
+
+Every validation problem becomes one line that names the field and the fix, e.g.
+``slipway.yaml: artifact.handler: 'app' is not module.function; write it like app.handler``.
+Unknown keys are errors (a typo must never be silently ignored).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from slipway.errors import SpecError
+
+SPEC_FILE = "slipway.yaml"
+MAX_SPEC_BYTES = 256 * 1024
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+SUPPORTED_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _relative_path(value: str, field: str) -> str:
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"{value!r} must be a path inside the repository (no leading / and no ..)")
+    return value
+
+
+class LambdaZipArtifact(_Strict):
+    type: Literal["lambda-zip"]
+    source: str = Field(description="directory packaged as the zip root")
+    handler: str = Field(description="module.function inside source")
+    runtime: str = "python3.11"
+    requirements: str | None = Field(default=None, description="vendored into the zip for the target platform")
+    timeout: int = Field(default=30, ge=1, le=900, description="seconds")
+    memory: int = Field(default=256, ge=128, le=10240, description="MB")
+    environment: dict[str, str] = Field(default_factory=dict, description="function environment variables")
+
+    @field_validator("source", "requirements")
+    @classmethod
+    def paths_stay_inside_the_repo(cls, value: str | None, info) -> str | None:
+        return None if value is None else _relative_path(value, info.field_name)
+
+    @field_validator("handler")
+    @classmethod
+    def handler_is_module_dot_function(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", value):
+            raise ValueError(f"{value!r} is not module.function; write it like app.handler")
+        return value
+
+    @field_validator("runtime")
+    @classmethod
+    def runtime_is_supported(cls, value: str) -> str:
+        if value not in SUPPORTED_RUNTIMES:
+            raise ValueError(f"{value!r} is not a supported runtime; use one of {', '.join(SUPPORTED_RUNTIMES)}")
+        return value
+
+    @property
+    def handler_module(self) -> str:
+        return self.handler.rsplit(".", 1)[0]
+
+    @property
+    def handler_function(self) -> str:
+        return self.handler.rsplit(".", 1)[1]
+
+
+class TestConfig(_Strict):
+    __test__ = False  # not a pytest class
+    command: list[str] = Field(min_length=1)
+    requirements: list[str] = Field(default_factory=list)
+    timeout: int = Field(default=900, ge=1)
+
+    @field_validator("requirements")
+    @classmethod
+    def requirement_paths_stay_inside_the_repo(cls, value: list[str]) -> list[str]:
+        return [_relative_path(v, "requirements") for v in value]
+
+
+class SmokeCheck(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    event: Any = Field(default_factory=dict)
+    expect: dict[str, Any] = Field(default_factory=dict, description="subset match on the returned JSON")
+
+
+class VerifyConfig(_Strict):
+    smoke: list[SmokeCheck] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def check_names_are_unique(self) -> "VerifyConfig":
+        names = [c.name for c in self.smoke]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"smoke check names must be unique; rename {', '.join(dupes)}")
+        return self
+
+
+class Environment(_Strict):
+    name: str
+    target: str | None = Field(default=None, description="name of the slipway-lambda-target block (default: the environment's name, then 'default')")
+    function_name: str | None = Field(default=None, description="default {app}-{env}")
+    alias: str = "live"
+    environment: dict[str, str] = Field(default_factory=dict, description="extra function environment variables for this environment")
+
+    @field_validator("name")
+    @classmethod
+    def name_is_a_slug(cls, value: str) -> str:
+        if not NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} must be lowercase letters, digits and dashes (at most 40)")
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def alias_is_valid(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,127}", value) or value.isdigit():
+            raise ValueError(f"{value!r} is not a valid Lambda alias name; use letters, digits, - and _")
+        return value
+
+
+class Spec(_Strict):
+    app: str
+    artifact: LambdaZipArtifact
+    test: TestConfig | None = None
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    environments: list[Environment] = Field(min_length=1)
+
+    @field_validator("app")
+    @classmethod
+    def app_is_a_slug(cls, value: str) -> str:
+        if not NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} must be lowercase letters, digits and dashes, 1-40 characters, e.g. hello-api")
+        return value
+
+    @model_validator(mode="after")
+    def environment_names_are_unique(self) -> "Spec":
+        names = [e.name for e in self.environments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"environment names must be unique; {', '.join(dupes)} appears twice")
+        return self
+
+    # ---- derived values -------------------------------------------------------------------------
+    def environment(self, name: str) -> Environment:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise SpecError(
+            f"unknown environment {name!r}",
+            target=f"app {self.app}",
+            hint=f"choose one of {', '.join(e.name for e in self.environments)}",
+            ref="unknown-environment",
+        )
+
+    def function_name(self, env: Environment) -> str:
+        return env.function_name or f"{self.app}-{env.name}"
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON form: identifies this exact spec in provenance and the ledger."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def build_key(self, commit: str, builder_version: str) -> str:
+        """What determines the artifact (and whether tests must run again): commit + build/test config."""
+        material = json.dumps(
+            {
+                "commit": commit,
+                "artifact": self.artifact.model_dump(mode="json", include={"type", "source", "runtime", "requirements"}),
+                "test": self.test.model_dump(mode="json") if self.test else None,
+                "builder": builder_version,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("lambda-zip",):  # discriminator tags add no information
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_FIELDS_BY_MODEL: dict[str, type[BaseModel]] = {}
+
+
+def _known_keys(data: Any, loc: tuple) -> list[str]:
+    model: type[BaseModel] = Spec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        for cand in candidates:
+            for sub in [cand, *getattr(cand, "__args__", ())]:
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    model = sub
+                    break
+            else:
+                continue
+            break
+    return list(model.model_fields)
+
+
+def _format_error(err: dict, source: str, data: Any) -> str:
+    loc = tuple(err.get("loc", ()))
+    where = _loc(loc)
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(data, loc)
+        close = difflib.get_close_matches(key, known, n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"allowed keys here: {', '.join(known)}"
+        return f"{source}: {where}: unknown key; {fix}"
+    if kind == "missing":
+        return f"{source}: {where}: required field is missing; add it (see the slipway.yaml reference in README.md)"
+    if kind in ("literal_error",) and loc and loc[-1] == "type":
+        return f"{source}: {where}: unsupported artifact type; use type: lambda-zip"
+    if kind == "union_tag_invalid":
+        return f"{source}: {where}: unsupported artifact type; use type: lambda-zip"
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    return f"{source}: {where}: {msg}"
+
+
+def parse_spec(text: str, source: str = SPEC_FILE) -> Spec:
+    """Parse and validate spec text. Raises SpecError with one line naming the field and the fix."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source} is larger than {MAX_SPEC_BYTES // 1024} KB", hint="a spec is a short file; check the path")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{source}: not valid YAML{where}", hint="fix the YAML syntax", ref="spec-not-yaml") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping with app, artifact and environments", hint="see the slipway.yaml reference in README.md")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _format_error(errors[0], source, data)
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise SpecError(first + more, evidence={"errors": [_format_error(e, source, data) for e in errors]}) from None
+
+
+def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
+    """Load ``slipway.yaml`` (or ``spec_path``, relative to the repo root) from a checkout."""
+    rel = spec_path or SPEC_FILE
+    try:
+        _relative_path(rel, "spec")
+    except ValueError as exc:
+        raise SpecError(f"spec path {rel!r} is outside the repository", hint="pass a path relative to the repo root") from None
+    path = repo_dir / rel
+    if not path.is_file():
+        raise SpecError(
+            f"no {rel} in the repository",
+            target=str(repo_dir.name),
+            hint="add slipway.yaml at the repo root or pass --spec PATH",
+            ref="spec-missing",
+        )
+    return parse_spec(path.read_text(encoding="utf-8", errors="replace"), rel)
+
+
+def check_spec_against_checkout(spec: Spec, repo_dir: Path) -> None:
+    """Checks that need the source tree: source dir, handler module and function, requirement files."""
+    art = spec.artifact
+    source = repo_dir / art.source
+    if not source.is_dir():
+        raise SpecError(f"slipway.yaml: artifact.source: directory {art.source!r} not found in the repository", hint="point it at the directory holding the handler")
+    module_rel = Path(*art.handler_module.split("."))
+    candidates = [source / module_rel.with_suffix(".py"), source / module_rel / "__init__.py"]
+    module_file = next((c for c in candidates if c.is_file()), None)
+    if module_file is None:
+        raise SpecError(
+            f"slipway.yaml: artifact.handler: module {art.handler_module!r} not found in {art.source}/",
+            hint=f"create {art.source}/{module_rel}.py or fix the handler",
+            ref="handler-module-missing",
+        )
+    try:
+        tree = ast.parse(module_file.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError as exc:
+        raise SpecError(
+            f"{module_file.relative_to(repo_dir)}: syntax error at line {exc.lineno}",
+            hint="fix the handler module",
+            ref="handler-syntax-error",
+        ) from None
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    names |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    if art.handler_function not in names:
+        raise SpecError(
+            f"slipway.yaml: artifact.handler: {art.handler_module}.py defines no function {art.handler_function!r}",
+            hint="define it or fix the handler",
+            ref="handler-function-missing",
+        )
+    for rel in ([art.requirements] if art.requirements else []) + (spec.test.requirements if spec.test else []):
+        if not (repo_dir / rel).is_file():
+            raise SpecError(f"slipway.yaml: requirements file {rel!r} not found in the repository", hint="add the file or remove it from the spec")

@@ -1,0 +1,242 @@
+"""Thin tasks: resolve blocks, call slipway/, log, return typed results.
+
+Retries happen only for transient errors (throttling, 5xx, connection errors): ``retry_on_transient``.
+Caching: tests are cached on the build key (commit + build/test config), so re-releasing an unchanged commit
+does not run them again; the artifact itself is found through the store's durable build pointer.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.blocks.system import Secret
+from prefect.runtime import flow_run
+
+import slipway
+from blocks import ArtifactStoreBlock, LambdaTargetBlock, aws_clients
+from slipway import rollout
+from slipway.aws import is_transient
+from slipway.build import build_lambda_zip
+from slipway.gitsource import Checkout, clone_at_ref
+from slipway.lambda_target import LambdaSettings
+from slipway.ledger import EnvHead, Ledger
+from slipway.models import ArtifactRef, DeployResult, Provenance, VerifyResult
+from slipway.spec import Spec, check_spec_against_checkout, load_spec
+from slipway.store import ArtifactStore
+from slipway.testrun import run_tests
+
+
+def retry_on_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: retry only when the failure may go away by itself."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and is_transient(exc)
+
+
+TRANSIENT_RETRIES = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
+
+
+# ---- block resolution (no side effects) --------------------------------------------------------------
+def open_store(store_block: str) -> tuple[ArtifactStore, Ledger]:
+    from prefect.exceptions import ObjectNotFound
+
+    from slipway.errors import CredentialsError
+
+    try:
+        block = ArtifactStoreBlock.load(store_block)
+    except (ValueError, ObjectNotFound) as exc:
+        raise CredentialsError(
+            f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
+            hint="run `slipway local up` (local stack) or create the block (README: Blocks)",
+            ref="store-block-missing",
+        ) from exc
+    (s3,) = aws_clients(block.credentials, "s3")
+    return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix)
+
+
+def resolve_target_block(env_name: str, explicit: str | None) -> tuple[str, LambdaTargetBlock]:
+    """The spec's ``target``, else a block named after the environment, else ``default``."""
+    from prefect.exceptions import ObjectNotFound
+
+    from slipway.errors import CredentialsError
+
+    names = [explicit] if explicit else [env_name, "default"]
+    for name in names:
+        try:
+            return name, LambdaTargetBlock.load(name)
+        except (ValueError, ObjectNotFound):
+            continue
+    raise CredentialsError(
+        f"no slipway-lambda-target block for environment {env_name!r} (looked for {', '.join(names)})",
+        hint="create one (see README: Blocks) or run `slipway local up` for the local stack",
+        ref="target-block-missing",
+    )
+
+
+def env_context(
+    app: str, env_name: str, store_block: str, *, function: str, alias: str, target_block: str | None,
+    spec: Spec | None = None, checks: list[dict] | None = None, read_timeout: float = 60,
+) -> rollout.EnvContext:
+    _, ledger = open_store(store_block)
+    block_name, target = resolve_target_block(env_name, target_block)
+    (lam,) = aws_clients(target.credentials, "lambda", region=target.region, read_timeout=read_timeout)
+    if spec is not None:
+        env = spec.environment(env_name)
+        settings = LambdaSettings(
+            function_name=function, alias=alias, role_arn=target.role_arn, handler=spec.artifact.handler,
+            runtime=spec.artifact.runtime, timeout=spec.artifact.timeout, memory=spec.artifact.memory,
+            environment={**spec.artifact.environment, **env.environment},
+        )
+    else:
+        settings = LambdaSettings(function_name=function, alias=alias, role_arn=target.role_arn, handler="", runtime="")
+    return rollout.EnvContext(
+        lam=lam, ledger=ledger, app=app, environment=env_name, settings=settings, checks=checks or [],
+        run_id=str(flow_run.get_id() or "") or None, target_block=block_name,
+    )
+
+
+def function_name_for(spec: Spec, env_name: str, target_block: str | None) -> str:
+    env = spec.environment(env_name)
+    if env.function_name:
+        return env.function_name
+    _, target = resolve_target_block(env_name, target_block or env.target)
+    return target.function_name_template.format(app=spec.app, env=env_name)
+
+
+# ---- pipeline tasks ------------------------------------------------------------------------------------
+@task(name="check-artifact-store", **TRANSIENT_RETRIES)
+def check_artifact_store(store_block: str) -> None:
+    store, _ = open_store(store_block)
+    store.check_access()
+
+
+@task(name="clone-repo", **TRANSIENT_RETRIES)
+def clone_repo(repo_url: str, ref: str, git_token_block: str | None = None) -> Checkout:
+    token = Secret.load(git_token_block).get() if git_token_block else None
+    from pydantic import SecretStr
+
+    checkout = clone_at_ref(repo_url, ref, token=SecretStr(token) if token else None)
+    get_run_logger().info("cloned %s at %s → %s (%s)", checkout.repo_url, ref, checkout.commit, checkout.subject)
+    return checkout
+
+
+@task(name="load-spec", cache_policy=NO_CACHE)
+def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
+    spec = load_spec(checkout.path, spec_path)
+    check_spec_against_checkout(spec, checkout.path)
+    get_run_logger().info("spec ok: app %s, environments %s", spec.app, " → ".join(e.name for e in spec.environments))
+    return spec
+
+
+@task(name="read-ledger-heads", **TRANSIENT_RETRIES)
+def read_heads(store_block: str, app: str, environments: list[str]) -> dict[str, EnvHead]:
+    _, ledger = open_store(store_block)
+    return {env: ledger.head(app, env) for env in environments}
+
+
+@task(name="find-published-artifact", **TRANSIENT_RETRIES)
+def find_published_artifact(store_block: str, app: str, build_key: str) -> ArtifactRef | None:
+    store, _ = open_store(store_block)
+    found = store.find_build(app, build_key)
+    if found:
+        get_run_logger().info("artifact already published for this commit and build config: %s (reused, not rebuilt)", found.uri)
+    return found
+
+
+def _tests_cache_key(context, parameters) -> str:
+    return f"slipway-tests-{parameters['build_key']}"
+
+
+@task(name="run-tests", cache_key_fn=_tests_cache_key, persist_result=True)
+def run_app_tests(checkout: Checkout, spec: Spec, build_key: str) -> dict:
+    logger = get_run_logger()
+    if spec.test is None:
+        logger.info("no test command in slipway.yaml: skipping tests")
+        return {"skipped": True}
+    reqs = [checkout.path / r for r in ([spec.artifact.requirements] if spec.artifact.requirements else []) + spec.test.requirements]
+    report = run_tests(checkout.path, spec.test.command, reqs, timeout_s=spec.test.timeout)
+    logger.info("tests %s in %.1fs (exit %s)\n%s", "passed" if report.passed else "FAILED", report.duration_s, report.exit_code, report.output_tail)
+    report.raise_for_failure()
+    return {"skipped": False, "passed": True, "duration_s": round(report.duration_s, 2), "command": report.command}
+
+
+@task(name="build-lambda-zip", cache_policy=NO_CACHE)
+def build_artifact(checkout: Checkout, spec: Spec) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="slipway-build-"))
+    reqs = checkout.path / spec.artifact.requirements if spec.artifact.requirements else None
+    built = build_lambda_zip(checkout.path / spec.artifact.source, out, requirements=reqs, runtime=spec.artifact.runtime)
+    get_run_logger().info("built %s: %s bytes zipped, %s unzipped, %s files", built.path.name, built.size, built.unzipped_size, built.file_count)
+    return {"path": str(built.path), "sha256": built.sha256, "size": built.size, "unzipped_size": built.unzipped_size, "file_count": built.file_count}
+
+
+@task(name="publish-artifact", **TRANSIENT_RETRIES)
+def publish_artifact(store_block: str, built: dict, checkout: Checkout, spec: Spec, build_key: str, tests: dict) -> ArtifactRef:
+    store, _ = open_store(store_block)
+    provenance = Provenance(
+        app=spec.app, release_id=release_id_for(checkout.commit, built["sha256"]), artifact_sha256=built["sha256"],
+        artifact_size=built["size"], unzipped_size=built["unzipped_size"], file_count=built["file_count"],
+        commit=checkout.commit, commit_subject=checkout.subject, ref=checkout.ref, repo=checkout.repo_url,
+        spec_digest=spec.digest(), build_key=build_key, runtime=spec.artifact.runtime, handler=spec.artifact.handler,
+        builder={"slipway": slipway.__version__, "python": platform.python_version(), "platform": sys.platform},
+        tests=tests, built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    ref = store.publish(Path(built["path"]), provenance)
+    get_run_logger().info("%s %s (sha256 %s)", "reused" if ref.reused else "published", ref.uri, ref.sha256)
+    return ref
+
+
+def release_id_for(commit: str, sha256: str) -> str:
+    return f"{commit[:10]}-{sha256[:8]}"
+
+
+# ---- per-environment tasks ---------------------------------------------------------------------------
+@task(name="reconcile-environment", **TRANSIENT_RETRIES)
+def reconcile_environment(ctx_args: dict) -> str | None:
+    ctx = env_context(**ctx_args)
+    outcome = rollout.reconcile(ctx)
+    if outcome:
+        get_run_logger().warning("reconciled %s: %s", ctx.environment, outcome.message)
+    return outcome.message if outcome else None
+
+
+@task(name="publish-lambda-version", **TRANSIENT_RETRIES)
+def publish_lambda_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
+    ctx = env_context(**ctx_args)
+    result = rollout.publish(ctx, artifact)
+    get_run_logger().info(
+        "%s version %s of %s (CodeSha256 %s)", "published" if result.new_version else "reused", result.version, result.function, result.code_sha256
+    )
+    return result
+
+
+@task(name="shift-traffic", cache_policy=NO_CACHE)
+def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult) -> None:
+    ctx = env_context(**ctx_args)
+    rollout.shift_traffic(ctx, artifact, deployed)
+    get_run_logger().info("%s:%s → version %s (100%%)", ctx.function, ctx.alias, deployed.version)
+
+
+@task(name="verify-release", cache_policy=NO_CACHE)
+def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str) -> VerifyResult:
+    ctx = env_context(**ctx_args)
+    result = rollout.verify(ctx, artifact, version)
+    for check in result.checks:
+        get_run_logger().info("smoke %s: %s (version %s, %.0f ms)", check.name, check.detail, check.executed_version, check.duration_ms or 0)
+    return result
+
+
+@task(name="roll-back", cache_policy=NO_CACHE)
+def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool) -> dict | None:
+    ctx = env_context(**ctx_args)
+    outcome = rollout.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic)
+    logger = get_run_logger()
+    if outcome is None:
+        logger.info("nothing in progress in %s: no rollback needed", ctx.environment)
+        return None
+    logger.warning("rolled back %s: %s", ctx.environment, outcome.message)
+    return outcome.__dict__
