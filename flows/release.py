@@ -65,10 +65,12 @@ def rollback(
 def _roll_back_failed_stage(flow, flow_run, state) -> None:
     """on_failure / on_crashed hook of deploy-environment: fire the rollback subflow for that environment."""
     params = flow_run.parameters
+    exc = state.result(raise_on_failure=False)
+    reason = exc.message if isinstance(exc, SlipwayError) else f"{state.name}: {state.message}"
     rollback(
         app=params["app"],
         environment=params["environment"],
-        reason=f"{state.name}: {state.message}",
+        reason=reason,
         automatic=True,
         store_block=params.get("store_block", "default"),
     )
@@ -153,7 +155,7 @@ def release(
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "live", "verified"))
             continue
         exc = state.result(raise_on_failure=False)
-        reason = exc.one_line() if isinstance(exc, SlipwayError) else (state.message or "failed")
+        reason = exc.message if isinstance(exc, SlipwayError) else (state.message or "failed")
         stage = exc.stage if isinstance(exc, SlipwayError) else "deploy"
         if head.in_progress is None:
             back = f"rolled back to {head.live.release_id} (version {head.live.version})" if head.live else "alias removed (no earlier verified release)"
@@ -161,7 +163,7 @@ def release(
         else:
             back = f"ROLLBACK DID NOT COMPLETE: {head.in_progress.message or 'see the rollback run'}"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "rollback-failed", back))
-        failure = f"release {artifact.release_id} failed at {stage} in {step.environment}: {reason}; {step.environment} {back}"
+        failure = f"release {artifact.release_id} failed at {stage}: {reason}; {step.environment} {back}"
     for env_name in plan.skipped:
         head = t.read_heads(store_block, spec.app, [env_name])[env_name]
         outcomes.append(outcome_from_head(env_name, head, artifact.release_id, "skipped", "not in --only"))

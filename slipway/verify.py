@@ -100,7 +100,7 @@ def failure_error(result: VerifyResult, environment: str) -> VerificationFailed:
     others = sum(1 for c in result.checks if not c.passed) - 1
     more = f" (+{others} more failing)" if others > 0 else ""
     return VerificationFailed(
-        f"verification failed in {environment}: smoke check {failed.name!r}: {failed.detail}{more}",
+        f"smoke check {failed.name!r} failed in {environment}: {failed.detail}{more}",
         target=f"{result.function}:{result.qualifier}",
         evidence={"checks": [c.model_dump(mode="json") for c in result.checks]},
     )

@@ -40,6 +40,7 @@ import time
 import uuid
 import zipfile
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote
@@ -370,11 +371,12 @@ def _record_metrics(target: InvokeTarget, outcome: InvokeOutcome) -> None:
         {"Name": "Resource", "Value": target.resource},
         {"Name": "ExecutedVersion", "Value": target.executed_version},
     ]
-    data = [
-        {"MetricName": "Invocations", "Value": 1.0, "Unit": "Count", "Dimensions": dimensions},
-        {"MetricName": "Errors", "Value": float(bool(outcome.function_error)), "Unit": "Count", "Dimensions": dimensions},
-        {"MetricName": "Duration", "Value": outcome.duration_ms, "Unit": "Milliseconds", "Dimensions": dimensions},
+    values = [
+        ("Invocations", 1.0, "Count"),
+        ("Errors", float(bool(outcome.function_error)), "Count"),
+        ("Duration", outcome.duration_ms, "Milliseconds"),
     ]
+    data = [{"MetricName": n, "Value": v, "Unit": u, "Dimensions": dimensions} for n, v, u in values]
     cloudwatch_backends[target.account_id][target.region].put_metric_data("AWS/Lambda", data)
 
 
@@ -399,10 +401,11 @@ class LambdaInvokeMiddleware:
             headers = {"x-amzn-ErrorType": exc.error_type, "Content-Type": "application/json"}
         except Exception as exc:  # a bug here must reach the client as a modelled error, not a hung socket
             log.exception("local Lambda invoke failed")
-            status, body = 500, json.dumps({"Type": "Service", "message": f"{type(exc).__name__}: {exc}"}).encode()
+            message = f"{type(exc).__name__}: {exc}"
+            status, body = 500, json.dumps({"Type": "Service", "message": message}).encode()
             headers = {"x-amzn-ErrorType": "ServiceException", "Content-Type": "application/json"}
         headers.update({"x-amzn-RequestId": request_id, "Content-Length": str(len(body))})
-        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(headers.items()))
+        start_response(f"{status} {HTTPStatus(status).phrase}", list(headers.items()))
         return [body]
 
     def _pick_version(self, alias: Any) -> str:
@@ -462,7 +465,3 @@ def _read_event(environ: dict) -> bytes:
             400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}"
         ) from exc
     return body
-
-
-_REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-            500: "Internal Server Error", 502: "Bad Gateway"}

@@ -31,7 +31,9 @@ def _seed_from_env() -> int | None:
         return int(raw)
     except ValueError as exc:
         raise LocalStackError(
-            "Alias routing seed is not an integer", target=f"{SEED_ENV}={raw!r}", hint="set it to an integer or unset it"
+            "Alias routing seed is not an integer",
+            target=f"{SEED_ENV}={raw!r}",
+            hint="set it to an integer or unset it",
         ) from exc
 
 
