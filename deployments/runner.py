@@ -11,6 +11,13 @@ from typing import Any
 from slipway.errors import SlipwayError
 
 
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment or the active Prefect profile."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
 def ui_url_for_run(flow_run_id: Any) -> str | None:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 

@@ -34,13 +34,9 @@ def _configure_prefect_api() -> str | None:
         os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         return os.environ["PREFECT_API_URL"]
-    try:
-        from prefect.settings import PREFECT_API_URL  # a profile may configure it
-
-        if PREFECT_API_URL.value():
-            return PREFECT_API_URL.value()
-    except Exception:  # noqa: BLE001 - no usable Prefect settings: same answer as none
-        pass
+    configured = importlib.import_module("deployments.runner").configured_api_url()  # a Prefect profile may set it
+    if configured:
+        return configured
     raise CliError("no Prefect API configured: run `slipway local up` (embedded stack) or set PREFECT_API_URL")
 
 

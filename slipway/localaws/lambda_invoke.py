@@ -56,18 +56,19 @@ log = logging.getLogger(__name__)
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<ref>[^/]+)/invocations/?$")
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[^/,\s]+)/\d{8}/(?P<region>[^/]+)/")
 _LOG_TAIL_BYTES = 4096
-_KILL_GRACE_SECONDS = 5
+_MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # AWS: 6 MB request and response for synchronous invokes
 # Environment variables the Lambda Python runtime sets (values as on AWS where they make sense here).
 _STANDARD_ENV = {"TZ": ":UTC", "LANG": "en_US.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
-# Runs as `python -I -S -c BOOTSTRAP RESULT_PATH CONTEXT_JSON` in the task root: stdlib only, no site-packages,
-# PYTHON* variables ignored. The result goes to RESULT_PATH, so whatever the handler prints (stdout and stderr
-# are one pipe) is log, never payload. Error shapes and messages follow the AWS Python runtime (awslambdaric).
+# Runs as `python -I -S -c BOOTSTRAP SCRATCH_DIR CONTEXT_JSON` in the task root: stdlib only, no site-packages,
+# PYTHON* variables ignored. The event is read from and the result written to files in SCRATCH_DIR, so whatever
+# the handler prints (stdout and stderr go to one log file) is log, never payload. Error shapes and messages
+# follow the AWS Python runtime (awslambdaric).
 BOOTSTRAP = r"""
 import importlib, json, os, sys, time, traceback
-result_path, info = sys.argv[1], json.loads(sys.argv[2])
+scratch, info = sys.argv[1], json.loads(sys.argv[2])
 deadline = time.monotonic() + info.pop("timeout")
 sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
 for stream in (sys.stdout, sys.stderr):
@@ -82,7 +83,7 @@ class LambdaContext:
         return max(0, int((deadline - time.monotonic()) * 1000))
 
 def finish(error, body):
-    with open(result_path, "w", encoding="utf-8") as out:
+    with open(os.path.join(scratch, "result.json"), "w", encoding="utf-8") as out:
         json.dump({"error": error, "payload": body}, out)
     sys.exit(0)
 
@@ -94,8 +95,9 @@ def fail(error_type, message, trace=()):
                              "requestId": info["aws_request_id"], "stackTrace": list(trace)}))
 
 def user_error(exc):
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename != "<string>" and not f.filename.startswith("<frozen")]
+    frames = traceback.extract_tb(exc.__traceback__)
+    while frames and not frames[0].filename.startswith(os.environ["LAMBDA_TASK_ROOT"]):
+        frames.pop(0)  # the bootstrap's and importlib's frames: AWS shows the trace from the user's code on
     fail(type(exc).__name__, str(exc), traceback.format_list(frames))
 
 def load_handler(handler):
@@ -116,7 +118,8 @@ def load_handler(handler):
     return getattr(module, fname)
 
 handler = load_handler(os.environ["_HANDLER"])
-event = json.loads(sys.stdin.buffer.read() or b"{}")
+with open(os.path.join(scratch, "event.json"), "rb") as source:
+    event = json.load(source)
 try:
     result = handler(event, LambdaContext())
 except Exception as exc:
@@ -164,7 +167,7 @@ class InvokeTarget:
 class InvokeOutcome:
     payload: bytes
     function_error: str | None  # "Unhandled" or None
-    log: str
+    log: str  # the end of the handler's output, enough for LogType=Tail
     duration_ms: float
 
 
@@ -300,30 +303,35 @@ def run_handler(target: InvokeTarget, event: bytes, task_root: Path, request_id:
         "log_group_name": target.log_group,
         "timeout": target.timeout,
     }
-    with tempfile.TemporaryDirectory(prefix="slipway-invoke-") as scratch:
-        result_path = Path(scratch) / "result.json"
-        argv = [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(result_path), json.dumps(context)]
+    with tempfile.TemporaryDirectory(prefix="slipway-invoke-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        (scratch / "event.json").write_bytes(event)
+        argv = [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(scratch), json.dumps(context)]
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=task_root,
-            env=_function_env(target, task_root),
-            start_new_session=True,  # own process group: a timeout kills the handler's children too
-            close_fds=True,
-        )
-        timed_out = False
-        try:
-            output, _ = proc.communicate(event, timeout=target.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        # Output goes to a file, not a pipe: a child the handler leaves running cannot hold the invoke open.
+        with open(scratch / "log.txt", "wb") as log_file:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=task_root,
+                env=_function_env(target, task_root),
+                start_new_session=True,  # own process group, so the kill below reaches the handler's children
+                close_fds=True,
+            )
+            try:
+                proc.wait(timeout=target.timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            duration_ms = (time.monotonic() - started) * 1000
+            # AWS freezes the sandbox after a response and kills it on timeout; we end the whole group.
             _kill_group(proc.pid)
-            output, _ = proc.communicate(timeout=_KILL_GRACE_SECONDS)
-        duration_ms = (time.monotonic() - started) * 1000
-        _kill_group(proc.pid)  # AWS freezes the sandbox after a response; we end stray children instead
-        result = json.loads(result_path.read_bytes()) if result_path.is_file() else None
+            proc.wait()
+        output = _tail(scratch / "log.txt", _LOG_TAIL_BYTES)
+        result_path = scratch / "result.json"
+        result = json.loads(result_path.read_bytes()) if result_path.is_file() and not timed_out else None
     log_text = output.decode("utf-8", "replace")
     if timed_out:
         message = f"{request_id} Task timed out after {target.timeout:.2f} seconds"
@@ -337,6 +345,12 @@ def run_handler(target: InvokeTarget, event: bytes, task_root: Path, request_id:
         payload = result["payload"].encode()
         error = "Unhandled" if result["error"] else None
     return InvokeOutcome(payload, error, log_text, duration_ms)
+
+
+def _tail(path: Path, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - size))
+        return handle.read()
 
 
 def _kill_group(pid: int) -> None:
@@ -453,9 +467,13 @@ class LambdaInvokeMiddleware:
 
 
 def _read_event(environ: dict) -> bytes:
-    """The request body; AWS rejects a payload that is not JSON and passes {} for an empty one."""
+    """The request body; AWS rejects a payload that is too large or not JSON, and passes {} for an empty one."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
+    stream = environ["wsgi.input"]
+    body = stream.read(length) if length else (stream.read() if environ.get("wsgi.input_terminated") else b"")
+    if len(body) > _MAX_SYNC_PAYLOAD:
+        message = f"Request must be smaller than {_MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation"
+        raise InvokeRequestError(413, "RequestTooLargeException", message)
     if not body.strip():
         return b"{}"
     try:

@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 RETURNS_VERSION_TAG = """
 def handler(event, context):
+    print("handler output is log, never payload")
     return {"tag": TAG, "version": context.function_version}
 """
 

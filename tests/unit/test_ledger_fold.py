@@ -1,0 +1,70 @@
+from slipway.ledger import EnvHead, LedgerEntry, fold
+
+
+def entry(seq, kind, release=None, version=None, **kw):
+    return LedgerEntry(seq=seq, app="a", environment="dev", kind=kind, release_id=release, version=version, commit=kw.pop("commit", None), **kw)
+
+
+def run(*entries):
+    head = EnvHead(app="a", environment="dev")
+    for e in entries:
+        head = fold(head, e)
+    return head
+
+
+def test_a_verified_deploy_becomes_live_and_clears_in_progress():
+    head = run(
+        entry(1, "deploy-started", "r1", "1", detail={"function": "a-dev", "alias": "live"}),
+        entry(2, "deployed", "r1", "1"),
+        entry(3, "verified", "r1", "1", detail={"checks": [{"name": "health"}]}),
+    )
+    assert head.live.release_id == "r1" and head.live.version == "1"
+    assert head.live.checks == [{"name": "health"}]
+    assert head.in_progress is None and head.status == "live"
+    assert head.function == "a-dev" and head.last_seq == 3
+
+
+def test_a_deploy_without_verification_stays_in_progress_and_live_is_unchanged():
+    head = run(
+        entry(1, "deploy-started", "r1", "1"), entry(2, "deployed", "r1", "1"), entry(3, "verified", "r1", "1"),
+        entry(4, "deploy-started", "r2", "2"), entry(5, "deployed", "r2", "2"),
+    )
+    assert head.status == "in-progress"
+    assert head.live.release_id == "r1"
+    assert head.serving_version == "2"
+    assert head.in_progress.release_id == "r2" and head.in_progress.kind == "deploy"
+
+
+def test_a_rollback_puts_the_verified_release_back_with_its_checks():
+    head = run(
+        entry(1, "deploy-started", "r1", "1"), entry(2, "verified", "r1", "1", detail={"checks": [{"name": "h"}]}),
+        entry(3, "deploy-started", "r2", "2"), entry(4, "verify-failed", "r2", "2", message="boom"),
+        entry(5, "rollback-started", "r1", "1"), entry(6, "rolled-back", "r1", "1"),
+    )
+    assert head.live.release_id == "r1" and head.live.checks == [{"name": "h"}]
+    assert head.serving_version == "1" and head.in_progress is None
+
+
+def test_a_rollback_with_nothing_to_return_to_leaves_nothing_live():
+    head = run(entry(1, "deploy-started", "r1", "1"), entry(2, "verify-failed", "r1", "1"), entry(3, "rolled-back"))
+    assert head.live is None and head.status == "empty" and head.serving_version is None
+
+
+def test_a_failed_rollback_is_visible_as_such():
+    head = run(entry(1, "deploy-started", "r1", "1"), entry(2, "rollback-failed", "r0", "0", message="alias update denied"))
+    assert head.status == "rollback-failed"
+    assert head.in_progress.message == "alias update denied"
+
+
+def test_previous_verified_skips_the_live_release():
+    head = run(
+        entry(1, "verified", "r1", "1"), entry(2, "verified", "r2", "2"), entry(3, "verified", "r3", "3"),
+    )
+    assert head.previous_verified().release_id == "r2"
+    assert [r.release_id for r in head.verified] == ["r1", "r2", "r3"]
+
+
+def test_verifying_a_release_again_moves_it_to_the_end_without_duplicates():
+    head = run(entry(1, "verified", "r1", "1"), entry(2, "verified", "r2", "2"), entry(3, "verified", "r1", "1"))
+    assert [r.release_id for r in head.verified] == ["r2", "r1"]
+    assert head.previous_verified().release_id == "r2"

@@ -1,0 +1,134 @@
+from pathlib import Path
+
+import pytest
+
+from slipway.errors import SpecError
+from slipway.spec import check_spec_against_checkout, load_spec, parse_spec
+
+GOOD = """
+app: hello
+artifact:
+  type: lambda-zip
+  source: src
+  handler: app.handler
+  runtime: python3.11
+test:
+  command: ["python", "-m", "pytest", "-q"]
+verify:
+  smoke:
+    - name: health
+      event: {"path": "/health"}
+      expect: {statusCode: 200}
+environments:
+  - name: dev
+  - name: staging
+  - name: prod
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec(text)
+    return str(info.value)
+
+
+def test_a_complete_spec_parses_with_defaults():
+    spec = parse_spec(GOOD)
+    assert spec.app == "hello"
+    assert [e.name for e in spec.environments] == ["dev", "staging", "prod"]
+    assert spec.function_name(spec.environments[0]) == "hello-dev"
+    assert spec.environments[0].alias == "live"
+    assert spec.artifact.handler_module == "app" and spec.artifact.handler_function == "handler"
+
+
+def test_unknown_top_level_key_is_an_error_that_suggests_the_fix():
+    assert error_of(GOOD + "enviroments: []\n") == "slipway.yaml: enviroments: unknown key; did you mean 'environments'?"
+
+
+def test_unknown_nested_key_names_its_path():
+    text = GOOD.replace("  handler: app.handler", "  handler: app.handler\n  handlr: x")
+    assert error_of(text) == "slipway.yaml: artifact.handlr: unknown key; did you mean 'handler'?"
+
+
+def test_handler_without_a_function_is_refused_with_an_example():
+    text = GOOD.replace("handler: app.handler", "handler: app")
+    assert error_of(text) == "slipway.yaml: artifact.handler: 'app' is not module.function; write it like app.handler"
+
+
+def test_app_name_must_be_a_slug():
+    assert error_of(GOOD.replace("app: hello", "app: Hello_World")).startswith("slipway.yaml: app: 'Hello_World' must be lowercase")
+
+
+def test_missing_field_is_named():
+    text = GOOD.replace("  source: src\n", "")
+    assert error_of(text) == "slipway.yaml: artifact.source: required field is missing; add it (see the slipway.yaml reference in README.md)"
+
+
+def test_unsupported_artifact_type_is_named():
+    assert error_of(GOOD.replace("type: lambda-zip", "type: tarball")) == "slipway.yaml: artifact.type: unsupported artifact type; use type: lambda-zip"
+
+
+def test_duplicate_environment_names_are_refused():
+    text = GOOD.replace("  - name: prod", "  - name: dev")
+    assert "dev appears twice" in error_of(text)
+
+
+def test_paths_may_not_leave_the_repository():
+    assert "must be a path inside the repository" in error_of(GOOD.replace("source: src", "source: ../etc"))
+
+
+def test_invalid_yaml_reports_the_line():
+    assert error_of("app: [unclosed\n").startswith("slipway.yaml: not valid YAML at line")
+
+
+def test_several_problems_are_counted():
+    text = GOOD.replace("app: hello", "app: Bad!").replace("runtime: python3.11", "runtime: node18")
+    message = error_of(text)
+    assert message.endswith("(and 1 more problem)")
+
+
+def test_spec_digest_is_stable_and_sensitive():
+    a, b = parse_spec(GOOD), parse_spec(GOOD)
+    assert a.digest() == b.digest()
+    assert parse_spec(GOOD.replace("name: health", "name: ping")).digest() != a.digest()
+
+
+def test_build_key_ignores_verify_but_not_commit_or_build_inputs():
+    spec = parse_spec(GOOD)
+    key = spec.build_key("a" * 40, "b1")
+    assert parse_spec(GOOD.replace("name: health", "name: ping")).build_key("a" * 40, "b1") == key
+    assert spec.build_key("c" * 40, "b1") != key
+    assert parse_spec(GOOD.replace("source: src", "source: lib")).build_key("a" * 40, "b1") != key
+
+
+def make_repo(tmp_path: Path, module_text: str = "def handler(event, context):\n    return {}\n") -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text(module_text)
+    (tmp_path / "slipway.yaml").write_text(GOOD)
+    return tmp_path
+
+
+def test_checkout_checks_pass_for_a_good_repo(tmp_path):
+    repo = make_repo(tmp_path)
+    check_spec_against_checkout(load_spec(repo), repo)
+
+
+def test_missing_handler_module_is_named(tmp_path):
+    repo = make_repo(tmp_path)
+    (repo / "src" / "app.py").unlink()
+    with pytest.raises(SpecError) as info:
+        check_spec_against_checkout(load_spec(repo), repo)
+    assert str(info.value) == "slipway.yaml: artifact.handler: module 'app' not found in src/: create src/app.py or fix the handler"
+
+
+def test_missing_handler_function_is_named(tmp_path):
+    repo = make_repo(tmp_path, "def other(event, context):\n    return {}\n")
+    with pytest.raises(SpecError) as info:
+        check_spec_against_checkout(load_spec(repo), repo)
+    assert str(info.value) == "slipway.yaml: artifact.handler: app.py defines no function 'handler': define it or fix the handler"
+
+
+def test_missing_spec_file_says_how_to_fix(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path)
+    assert "add slipway.yaml at the repo root or pass --spec PATH" in str(info.value)
