@@ -1,0 +1,188 @@
+"""End-to-end release flows against the session's local stack (real Prefect server, local AWS)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.flows
+
+
+@pytest.fixture(scope="module")
+def clients(prefect_api):
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    endpoint = prefect_api["env"]["AWS_ENDPOINT_URL"]
+    return session.client("lambda", endpoint_url=endpoint), session.client("s3", endpoint_url=endpoint)
+
+
+def run_release(**params):
+    from flows.release import release
+
+    state = release(return_state=True, **params)
+    return state, state.result(raise_on_failure=False)
+
+
+def alias_version(lam, name: str) -> str | None:
+    try:
+        return lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"]
+    except lam.exceptions.ResourceNotFoundException:
+        return None
+
+
+def versions(lam, name: str) -> list[str]:
+    return [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"] if v["Version"] != "$LATEST"]
+
+
+def store_keys(s3, bucket: str, app: str) -> list[str]:
+    keys = []
+    for sub in ("artifacts", "builds"):
+        resp = s3.list_objects_v2(Bucket=bucket, Prefix=f"slipway/{sub}/{app}/")
+        keys += [o["Key"] for o in resp.get("Contents", [])]
+    return keys
+
+
+def test_release_goes_live_everywhere_and_an_unchanged_rerelease_reuses_artifact_and_version(prefect_api, clients, app_repo):
+    lam, s3 = clients
+    repo = app_repo()
+    state, summary = run_release(repo_url=repo.url, ref="v1")
+    assert state.is_completed(), summary
+    assert [(o["environment"], o["status"]) for o in summary["outcomes"]] == [("dev", "live"), ("staging", "live"), ("prod", "live")]
+    assert summary["artifact"]["reused"] is False
+    for env in ("dev", "staging", "prod"):
+        assert alias_version(lam, f"{repo.app}-{env}") == "1"
+    keys_before = store_keys(s3, prefect_api["bucket"], repo.app)
+    assert len(keys_before) == 3  # zip, manifest, build pointer
+
+    state, again = run_release(repo_url=repo.url, ref="v1")
+    assert state.is_completed(), again
+    assert again["release_id"] == summary["release_id"]
+    assert again["artifact"]["reused"] is True
+    assert store_keys(s3, prefect_api["bucket"], repo.app) == keys_before
+    for env in ("dev", "staging", "prod"):
+        assert versions(lam, f"{repo.app}-{env}") == ["1"]
+
+
+def test_a_failing_smoke_check_rolls_dev_back_and_leaves_staging_and_prod_untouched(prefect_api, clients, app_repo):
+    from slipway.errors import ReleaseFailed
+
+    lam, _ = clients
+    repo = app_repo()
+    state, first = run_release(repo_url=repo.url, ref="v1")
+    assert state.is_completed(), first
+    repo.break_health_check().commit("v2", tag="v2")
+
+    state, err = run_release(repo_url=repo.url, ref="v2")
+    assert state.is_failed()
+    assert isinstance(err, ReleaseFailed)
+    assert err.message.startswith(f"release {err.evidence['release_id']} failed at verify: smoke check 'health' failed in dev: ")
+    assert "KeyError: 'GREETING'" in err.message
+    assert f"dev rolled back to {first['release_id']} (version 1)" in err.message
+    assert err.message.endswith("staging, prod not touched")
+    assert alias_version(lam, f"{repo.app}-dev") == "1"
+    assert versions(lam, f"{repo.app}-dev") == ["1", "2"]  # v2 was published in dev only
+    for env in ("staging", "prod"):
+        assert alias_version(lam, f"{repo.app}-{env}") == "1"
+        assert versions(lam, f"{repo.app}-{env}") == ["1"]
+    statuses = {o["environment"]: o["status"] for o in err.evidence["outcomes"]}
+    assert statuses == {"dev": "rolled-back", "staging": "not-reached", "prod": "not-reached"}
+
+
+def test_failing_tests_stop_the_release_before_anything_is_published(prefect_api, clients, app_repo):
+    from slipway.errors import TestsFailed
+
+    lam, s3 = clients
+    repo = app_repo()
+    repo.write("tests/test_more.py", "def test_breaks():\n    assert 1 == 2\n").commit("a failing test")
+    state, err = run_release(repo_url=repo.url, ref="main")
+    assert state.is_failed()
+    assert isinstance(err, TestsFailed)
+    assert "tests/test_more.py::test_breaks" in str(err)
+    assert store_keys(s3, prefect_api["bucket"], repo.app) == []
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=f"{repo.app}-dev")
+
+
+def test_a_hostile_repo_url_is_refused_before_anything_runs(prefect_api, tmp_path):
+    from slipway.errors import InputError
+
+    marker = tmp_path / "pwned"
+    state, err = run_release(repo_url=f"ext::sh -c touch% {marker}", ref="main")
+    assert state.is_failed()
+    assert isinstance(err, InputError)
+    assert str(err).startswith("refused repository URL")
+    assert not marker.exists()
+
+
+def test_an_unknown_ref_is_named(prefect_api, app_repo):
+    from slipway.errors import CloneError
+
+    repo = app_repo()
+    state, err = run_release(repo_url=repo.url, ref="no-such-branch")
+    assert isinstance(err, CloneError)
+    assert str(err) == f"unknown ref 'no-such-branch' in {repo.url}: no branch, tag or commit has that name; check --ref"
+
+
+def test_a_first_release_that_fails_verification_serves_nothing(prefect_api, clients, app_repo):
+    lam, _ = clients
+    repo = app_repo()
+    repo.break_health_check().commit("broken from the start", tag="bad")
+    state, err = run_release(repo_url=repo.url, ref="bad")
+    assert state.is_failed()
+    assert "alias removed (no earlier verified release)" in str(err)
+    assert alias_version(lam, f"{repo.app}-dev") is None
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=f"{repo.app}-staging")
+
+
+def test_manual_rollback_returns_to_the_previous_verified_release_and_can_target_one(prefect_api, clients, app_repo):
+    from flows.release import rollback
+
+    lam, _ = clients
+    repo = app_repo()
+    _, first = run_release(repo_url=repo.url, ref="v1", only=["dev"])
+    repo.write("src/extra.py", "X = 2\n").commit("v1.1", tag="v11")
+    _, second = run_release(repo_url=repo.url, ref="v11", only=["dev"])
+    assert alias_version(lam, f"{repo.app}-dev") == "2"
+
+    outcome = rollback(app=repo.app, environment="dev")
+    assert outcome["to_release"] == first["release_id"]
+    assert alias_version(lam, f"{repo.app}-dev") == "1"
+
+    outcome = rollback(app=repo.app, environment="dev", to=second["release_id"])
+    assert outcome["to_version"] == "2"
+    assert alias_version(lam, f"{repo.app}-dev") == "2"
+
+
+def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(prefect_api, clients, app_repo):
+    """Simulate a run that died between shifting traffic and verifying: the ledger shows it in progress."""
+    from slipway import rollout
+    from tasks.release_tasks import env_context, open_store
+
+    lam, _ = clients
+    repo = app_repo()
+    run_release(repo_url=repo.url, ref="v1", only=["dev"])
+    # a second release, driven by hand up to the point where a killed process would have stopped
+    store, _ledger = open_store("default")
+    artifact = store.find_build(repo.app, _build_key_of(repo, "v1"))
+    ctx = env_context(repo.app, "dev", "default", function=f"{repo.app}-dev", alias="live", target_block=None)
+    from slipway.models import DeployResult
+
+    rollout.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",
+                                                      previous_version="1", code_sha256=""))
+    assert ctx.head().status == "in-progress"
+
+    state, summary = run_release(repo_url=repo.url, ref="v1", only=["dev"])
+    assert state.is_completed(), summary
+    kinds = [e.kind for e in ctx.ledger.entries(repo.app, "dev")]
+    assert "reconciled" in kinds
+    assert ctx.head().status == "live"
+    assert alias_version(lam, f"{repo.app}-dev") == "1"
+
+
+def _build_key_of(repo, ref: str) -> str:
+    from conftest import git
+    from slipway import BUILDER_VERSION
+    from slipway.spec import load_spec
+
+    return load_spec(repo.path).build_key(git(repo.path, "rev-parse", ref), BUILDER_VERSION)
