@@ -1,0 +1,45 @@
+# Slipway: `make demo` (the main job on the embedded local stack) and `make test`.
+PYTHON    ?= $(shell command -v python3.11 || command -v python3)
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+# Wheels are kept between clones (pip's HTTP cache stores nothing here): repeat installs are offline and fast.
+WHEELHOUSE ?= $(HOME)/.cache/slipway/wheels
+STAMP     := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit bench local-up local-down clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@mkdir -p $(WHEELHOUSE)
+	@echo "installing into $(VENV) (wheelhouse $(WHEELHOUSE))"
+	@$(PY) -m pip install -q --disable-pip-version-check --no-index --find-links $(WHEELHOUSE) -r requirements.lock 2>/dev/null \
+	  || { $(PY) -m pip download -q --disable-pip-version-check -d $(WHEELHOUSE) -r requirements.lock setuptools wheel \
+	       && $(PY) -m pip install -q --disable-pip-version-check --no-index --find-links $(WHEELHOUSE) -r requirements.lock; }
+	@$(PY) -m pip download -q --disable-pip-version-check -d $(WHEELHOUSE) setuptools wheel 2>/dev/null || true
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --find-links $(WHEELHOUSE) -e .
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m slipway.demo
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+bench: install
+	$(PY) bench/release_bench.py
+
+local-up: install
+	$(VENV)/bin/slipway local up
+
+local-down: install
+	$(VENV)/bin/slipway local down
+
+clean:
+	-$(VENV)/bin/slipway local down 2>/dev/null
+	rm -rf $(VENV) build *.egg-info .pytest_cache
