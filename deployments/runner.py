@@ -6,6 +6,7 @@ itself stays Prefect-free and quick to start.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slipway.errors import SlipwayError
@@ -25,8 +26,30 @@ def ui_url_for_run(flow_run_id: Any) -> str | None:
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Terminal output only: a Slipway error (bad input, failed check) is told in one line, without a
+    traceback. The Prefect API/UI logs keep the full record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SlipwayError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_console_tracebacks() -> None:
+    seen = set()
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and id(handler) not in seen:
+                seen.add(id(handler))
+                if not any(isinstance(f, _NoTracebackForUserErrors) for f in handler.filters):
+                    handler.addFilter(_NoTracebackForUserErrors())
+
+
 def _run(flow_fn, **params) -> tuple[Any, Any]:
     """Run a flow, return (result or exception, flow_run_id)."""
+    quiet_console_tracebacks()
     state = flow_fn(**params, return_state=True)
     result = state.result(raise_on_failure=False)
     run_id = getattr(state.state_details, "flow_run_id", None)

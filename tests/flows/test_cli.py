@@ -1,0 +1,92 @@
+"""The `slipway` command as a user runs it: a subprocess, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def slipway(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slipway.cli", *args], text=True, capture_output=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert text in errors[0]
+
+
+def test_a_hostile_url_is_refused_without_reaching_prefect(tmp_path):
+    marker = tmp_path / "pwned"
+    proc = slipway("release", f"ext::sh -c touch% {marker}", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert_one_line_error(proc, 2, "refused repository URL")
+    assert not marker.exists()
+
+
+def test_an_option_looking_ref_is_refused(tmp_path):
+    proc = slipway("release", str(tmp_path), "--ref", "--upload-pack=x")
+    assert_one_line_error(proc, 2, "expected one argument")
+    proc = slipway("release", str(tmp_path), "--ref=-x")
+    assert_one_line_error(proc, 2, "refused ref '-x'")
+
+
+def test_unknown_command_is_one_line():
+    assert_one_line_error(slipway("deploy"), 2, "invalid choice: 'deploy'")
+
+
+def test_without_any_prefect_api_the_fix_is_named(tmp_path):
+    proc = slipway("history", "hello", env={"SLIPWAY_HOME": str(tmp_path / "empty"), "PREFECT_HOME": str(tmp_path / "p")})
+    assert_one_line_error(proc, 2, "no Prefect API configured: run `slipway local up`")
+
+
+@pytest.mark.flows
+def test_local_status_json_reports_the_environment_to_export(local_stack):
+    proc = slipway("local", "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["running"] is True
+    assert info["env"]["PREFECT_API_URL"].startswith("http://127.0.0.1:")
+    assert info["env"]["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.flows
+def test_release_history_and_rollback_through_the_cli(prefect_api, app_repo):
+    repo = app_repo()
+    env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
+    proc = slipway("release", repo.url, "--ref", "v1", "--only", "dev", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "dev" in proc.stdout and "live" in proc.stdout and "skipped" in proc.stdout
+
+    proc = slipway("rollback", repo.app, "dev", env=env)
+    assert_one_line_error(proc, 1, "no earlier verified release in dev to roll back to")
+
+    repo.break_health_check().commit("v2", tag="v2")
+    proc = slipway("release", repo.url, "--ref", "v2", "--only", "dev", env=env)
+    assert proc.returncode == 1
+    assert_one_line_error(proc, 1, "failed at verify: smoke check 'health' failed in dev")
+    assert "rolled-back" in proc.stdout
+
+    proc = slipway("history", repo.app, "--json", env=env)
+    kinds = [e["kind"] for e in json.loads(proc.stdout)["entries"]]
+    assert kinds[:3] == ["rolled-back", "rollback-started", "verify-failed"]
+
+
+@pytest.mark.flows
+def test_a_malformed_spec_is_one_line_naming_the_field(prefect_api, app_repo):
+    repo = app_repo()
+    spec = (repo.path / "slipway.yaml").read_text().replace("handler: app.handler", "handler: app.handler\n  handlr: typo")
+    repo.write("slipway.yaml", spec).commit("typo in spec")
+    proc = slipway("release", repo.url, "--ref", "main", env={"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]})
+    assert_one_line_error(proc, 2, "slipway.yaml: artifact.handlr: unknown key; did you mean 'handler'?")
+
+
+@pytest.mark.flows
+def test_history_of_an_unknown_app_says_so(prefect_api):
+    proc = slipway("history", "never-released", env={"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]})
+    assert_one_line_error(proc, 2, "no ledger for app 'never-released'")
