@@ -88,7 +88,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     validate_repo_url(args.repo_url)  # before anything else, even before Prefect is reached
     validate_ref(args.ref)
     runner = _runner()
-    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only)
+    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block)
     result = out["result"]
     from slipway.models import StageOutcome
     from slipway.report import render_summary
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--ref", default="HEAD", help="branch, tag or commit (default: the remote's HEAD)")
     rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
     rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
+    rel.add_argument("--git-token-block", default=None, metavar="NAME", help="Prefect Secret block holding a token for a private https repository")
     rel.set_defaults(func=cmd_release)
 
     rb = sub.add_parser("rollback", help="put ENV back on the previous verified release (or --to RELEASE_ID)")
