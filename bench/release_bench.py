@@ -147,12 +147,16 @@ def main() -> int:
     try:
         with temporary_settings(updates={PREFECT_API_URL: info["env"]["PREFECT_API_URL"], PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             from deployments.local_blocks import save_local_blocks
+            from deployments.runner import flush_prefect_workers, quiet_console_tracebacks
             from flows.release import release
+
+            quiet_console_tracebacks()
 
             save_local_blocks(info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"])
             results["release"] = bench_release(release)
             results["build"] = bench_build()
             results["rollback"] = bench_rollback(release, args.rollback_runs)
+            flush_prefect_workers()
     finally:
         localstack.down()
     out = ROOT / "bench" / "out"

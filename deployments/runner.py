@@ -47,6 +47,15 @@ def quiet_console_tracebacks() -> None:
                     handler.addFilter(_NoTracebackForUserErrors())
 
 
+def flush_prefect_workers(timeout: float = 10) -> None:
+    """Send queued logs and events now (before a server this process talks to goes away)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
 def _run(flow_fn, **params) -> tuple[Any, Any]:
     """Run a flow, return (result or exception, flow_run_id)."""
     quiet_console_tracebacks()

@@ -30,7 +30,7 @@ def _artifact_key(*parts: str) -> str:
 
 def publish_history_artifact(store_block: str, app: str, env: str) -> None:
     _, ledger = t.open_store(store_block)
-    rows = history_rows(ledger.history(app, env)[:50])
+    rows = history_rows(ledger.history(app, env, limit=50))
     create_table_artifact(key=_artifact_key("history", app, env), table=rows, description=f"Ledger of {app}/{env}, newest first")
 
 

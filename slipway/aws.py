@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import functools
+
 import boto3
+import botocore.loaders
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -48,6 +51,13 @@ TRANSIENT_CODES = {
 }
 
 
+@functools.cache
+def _service_model_loader() -> botocore.loaders.Loader:
+    """One loader for the process: service models are static JSON, and parsing them again for every new
+    boto3 session (every block load) cost ~0.2 s per client."""
+    return botocore.loaders.create_loader()
+
+
 def client_config(read_timeout: float = 60) -> Config:
     return Config(retries={"mode": "standard", "max_attempts": 5}, read_timeout=read_timeout, connect_timeout=10)
 
@@ -62,6 +72,7 @@ def make_client(
     extra: dict[str, Any] | None = None,
 ):
     """A client with standard retries. ``endpoint_url`` None means AWS itself (or ``AWS_ENDPOINT_URL``)."""
+    session._session.register_component("data_loader", _service_model_loader())  # boto3 keeps its botocore session here
     kwargs: dict[str, Any] = dict(extra or {})
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url

@@ -202,18 +202,16 @@ class Ledger:
             raise translate(exc, LedgerError, "read the ledger head", target=f"{app}/{env}") from exc
         return EnvHead.model_validate_json(obj["Body"].read()), obj["ETag"]
 
-    def _entries_after(self, app: str, env: str, seq: int) -> list[LedgerEntry]:
+    def _entries_after(self, app: str, env: str, seq: int, limit: int | None = None) -> list[LedgerEntry]:
+        """Entries with a sequence number above ``seq`` (the newest ``limit`` of them, if given), oldest first."""
         prefix = self._base(app, env) + "entries/"
         kwargs = {"Bucket": self.bucket, "Prefix": prefix, "StartAfter": self._entry_key(app, env, seq) if seq else ""}
-        entries: list[LedgerEntry] = []
-        paginator = self.s3.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(**kwargs):
-                for obj in page.get("Contents", []):
-                    body = self.s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-                    entries.append(LedgerEntry.model_validate_json(body))
+            keys = [obj["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs) for obj in page.get("Contents", [])]
+            keys = sorted(keys)[-limit:] if limit else sorted(keys)
+            entries = [LedgerEntry.model_validate_json(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()) for key in keys]
         except ClientError as exc:
-            raise translate(exc, LedgerError, "list ledger entries", target=f"{app}/{env}") from exc
+            raise translate(exc, LedgerError, "read ledger entries", target=f"{app}/{env}") from exc
         return sorted(entries, key=lambda e: e.seq)
 
     def _read(self, app: str, env: str) -> tuple[EnvHead, str | None]:
@@ -225,8 +223,8 @@ class Ledger:
     def head(self, app: str, env: str) -> EnvHead:
         return self._read(app, env)[0]
 
-    def entries(self, app: str, env: str) -> list[LedgerEntry]:
-        return self._entries_after(app, env, 0)
+    def entries(self, app: str, env: str, limit: int | None = None) -> list[LedgerEntry]:
+        return self._entries_after(app, env, 0, limit)
 
     def environments(self, app: str) -> list[str]:
         resp = self._call(
@@ -234,11 +232,11 @@ class Ledger:
         )
         return sorted(p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in resp.get("CommonPrefixes", []))
 
-    def history(self, app: str, env: str | None = None) -> list[LedgerEntry]:
-        """Entries newest first, across environments unless ``env`` is given."""
+    def history(self, app: str, env: str | None = None, limit: int | None = None) -> list[LedgerEntry]:
+        """Entries newest first, across environments unless ``env`` is given (at most ``limit``)."""
         envs = [env] if env else self.environments(app)
-        out = [e for name in envs for e in self.entries(app, name)]
-        return sorted(out, key=lambda e: (e.at, e.seq), reverse=True)
+        out = sorted((e for name in envs for e in self.entries(app, name, limit)), key=lambda e: (e.at, e.seq), reverse=True)
+        return out[:limit] if limit else out
 
     # ---- writing ----------------------------------------------------------------------------------
     def append(self, entry: LedgerEntry) -> tuple[LedgerEntry, EnvHead]:

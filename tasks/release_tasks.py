@@ -7,6 +7,7 @@ does not run them again; the artifact itself is found through the store's durabl
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import tempfile
@@ -42,13 +43,24 @@ TRANSIENT_RETRIES = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condit
 
 
 # ---- block resolution (no side effects) --------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _load_block_for_run(block_cls: type, name: str, flow_run_id: str | None):
+    """Blocks are loaded once per flow run (each load is an API call), and again by the next run, so a
+    changed block is always picked up by the next release."""
+    return block_cls.load(name)
+
+
+def load_block(block_cls: type, name: str):
+    return _load_block_for_run(block_cls, name, str(flow_run.get_id() or ""))
+
+
 def open_store(store_block: str) -> tuple[ArtifactStore, Ledger]:
     from prefect.exceptions import ObjectNotFound
 
     from slipway.errors import CredentialsError
 
     try:
-        block = ArtifactStoreBlock.load(store_block)
+        block = load_block(ArtifactStoreBlock, store_block)
     except (ValueError, ObjectNotFound) as exc:
         raise CredentialsError(
             f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
@@ -68,7 +80,7 @@ def resolve_target_block(env_name: str, explicit: str | None) -> tuple[str, Lamb
     names = [explicit] if explicit else [env_name, "default"]
     for name in names:
         try:
-            return name, LambdaTargetBlock.load(name)
+            return name, load_block(LambdaTargetBlock, name)
         except (ValueError, ObjectNotFound):
             continue
     raise CredentialsError(

@@ -68,11 +68,9 @@ def local_stack():
     info = localstack.up(SESSION_TMP / "home")
     yield info
     # Send Prefect's queued logs and events before the server goes, or its workers retry at exit for a minute.
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
+    from deployments.runner import flush_prefect_workers
 
-    APILogWorker.drain_all(timeout=10)
-    EventsWorker.drain_all(timeout=10)
+    flush_prefect_workers()
     localstack.down(SESSION_TMP / "home")
 
 

@@ -155,3 +155,11 @@ def test_concurrent_writers_lose_no_entry_and_never_share_a_sequence_number(s3, 
     assert [e.seq for e in entries] == list(range(1, 31))
     assert len({e.release_id for e in entries}) == 30
     assert ledger.head("a", "prod").last_seq == 30
+
+
+def test_history_with_a_limit_reads_only_the_newest_entries(s3, bucket):
+    ledger = Ledger(s3, bucket)
+    for i in range(4):
+        ledger.record("lim", "dev", "verified", release_id=f"r{i}", version=str(i))
+    assert [e.release_id for e in ledger.history("lim", "dev", limit=2)] == ["r3", "r2"]
+    assert [e.seq for e in ledger.entries("lim", "dev", limit=3)] == [2, 3, 4]
