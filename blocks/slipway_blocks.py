@@ -13,7 +13,15 @@ from slipway.aws import make_client
 
 def aws_clients(credentials: AwsCredentials, *services: str, region: str | None = None, read_timeout: float = 60) -> list[Any]:
     """boto3 clients from an AwsCredentials block: its session, endpoint and client parameters, our retries."""
-    session = credentials.get_boto3_session()
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from slipway.aws import translate
+    from slipway.errors import CredentialsError
+
+    try:
+        session = credentials.get_boto3_session()
+    except (BotoCoreError, ClientError) as exc:  # unknown profile, refused assume-role
+        raise translate(exc, CredentialsError, "open an AWS session") from exc
     params = credentials.aws_client_parameters.get_params_override()
     params.pop("config", None)  # botocore retries/timeouts are Slipway's (slipway.aws.client_config)
     endpoint = params.pop("endpoint_url", None)

@@ -21,6 +21,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
 
@@ -108,6 +109,13 @@ def translate(
             f"no AWS credentials to {action}",
             target=target,
             hint="set them in the aws-credentials block (or AWS_PROFILE / AWS_ACCESS_KEY_ID) — `slipway local up` saves local ones",
+            ref="credentials-missing",
+        )
+    if isinstance(exc, ProfileNotFound):
+        return CredentialsError(
+            f"AWS profile {exc.kwargs.get('profile')!r} not found to {action}",
+            target=target,
+            hint="fix profile_name in the aws-credentials block or create the profile (aws configure --profile NAME)",
             ref="credentials-missing",
         )
     if isinstance(exc, NoRegionError):

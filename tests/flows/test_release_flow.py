@@ -186,3 +186,31 @@ def _build_key_of(repo, ref: str) -> str:
     from slipway.spec import load_spec
 
     return load_spec(repo.path).build_key(git(repo.path, "rev-parse", ref), BUILDER_VERSION)
+
+
+def test_unusable_credentials_stop_the_release_before_the_clone(prefect_api, app_repo):
+    from prefect_aws import AwsCredentials
+
+    from blocks import ArtifactStoreBlock
+    from slipway.errors import CredentialsError
+
+    creds = AwsCredentials(profile_name="slipway-no-such-profile", region_name="us-east-1")
+    ArtifactStoreBlock(bucket="slipway-local-artifacts", credentials=creds).save("broken-creds", overwrite=True)
+    repo = app_repo()
+    state, err = run_release(repo_url=repo.url, ref="v1", store_block="broken-creds")
+    assert isinstance(err, CredentialsError)
+    assert str(err) == (
+        "AWS profile 'slipway-no-such-profile' not found to open an AWS session: "
+        "fix profile_name in the aws-credentials block or create the profile (aws configure --profile NAME)"
+    )
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def task_names():
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+
+    import asyncio
+
+    assert asyncio.run(task_names()) == ["check-artifact-store"]  # nothing after it ran: no clone, no build
