@@ -59,6 +59,19 @@ def _service_model_loader() -> botocore.loaders.Loader:
     return botocore.loaders.create_loader()
 
 
+PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def is_precondition_failed(exc: ClientError) -> bool:
+    """S3 conditional write lost (If-None-Match / If-Match)."""
+    return error_code(exc) in PRECONDITION_CODES
+
+
+def is_not_found(exc: ClientError) -> bool:
+    return error_code(exc) in NOT_FOUND_CODES
+
+
 def client_config(read_timeout: float = 60) -> Config:
     return Config(retries={"mode": "standard", "max_attempts": 5}, read_timeout=read_timeout, connect_timeout=10)
 

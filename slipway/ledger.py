@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from slipway.aws import error_code, translate
+from slipway.aws import is_not_found, is_precondition_failed, translate
 from slipway.errors import LedgerError
 
 EntryKind = Literal[
@@ -197,7 +197,7 @@ class Ledger:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=self._base(app, env) + "head.json")
         except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
+            if is_not_found(exc):
                 return EnvHead(app=app, environment=env), None
             raise translate(exc, LedgerError, "read the ledger head", target=f"{app}/{env}") from exc
         return EnvHead.model_validate_json(obj["Body"].read()), obj["ETag"]
@@ -254,7 +254,7 @@ class Ledger:
                     IfNoneMatch="*",
                 )
             except ClientError as exc:
-                if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                if is_precondition_failed(exc):
                     continue  # another writer took this sequence number: re-read and try the next one
                 raise translate(exc, LedgerError, "append to the ledger", target=f"{app}/{env}") from exc
             new_head = fold(head, stamped)
@@ -277,7 +277,7 @@ class Ledger:
                 **condition,
             )
         except ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if is_precondition_failed(exc):
                 return  # someone checkpointed a newer head; readers fold the tail, nothing is lost
             raise translate(exc, LedgerError, "update the ledger head", target=f"{head.app}/{head.environment}") from exc
 

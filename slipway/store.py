@@ -20,7 +20,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from slipway.aws import aws_call, error_code, translate
+from slipway.aws import aws_call, error_code, is_not_found, is_precondition_failed, translate
 from slipway.errors import DeployError, PublishError
 from slipway.models import ArtifactRef, Provenance
 
@@ -83,7 +83,7 @@ class ArtifactStore:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
+            if is_not_found(exc):
                 return None
             raise translate(exc, PublishError, f"read s3://{self.bucket}/{key}") from exc
         return json.loads(body)
@@ -93,7 +93,7 @@ class ArtifactStore:
             self.s3.head_object(Bucket=self.bucket, Key=key)
             return True
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(exc):
                 return False
             raise translate(exc, PublishError, f"check s3://{self.bucket}/{key}") from exc
 
@@ -143,7 +143,7 @@ class ArtifactStore:
             )
             return True
         except ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if is_precondition_failed(exc):
                 return False
             raise translate(exc, PublishError, f"write s3://{self.bucket}/{key}", target=key) from exc
 
