@@ -12,7 +12,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from slipway import BUILDER_VERSION
-from slipway.errors import ReleaseFailed, SlipwayError
+from slipway.errors import ReleaseFailed, SlipwayError, SpecError
+from slipway.lambda_target import check_function_name
 from slipway.gitsource import validate_ref, validate_repo_url
 from slipway.models import ArtifactRef, StageOutcome
 from slipway.planning import plan_rollout, select_environments
@@ -29,9 +30,13 @@ def _artifact_key(*parts: str) -> str:
 
 
 def publish_history_artifact(store_block: str, app: str, env: str) -> None:
-    _, ledger = t.open_store(store_block)
-    rows = history_rows(ledger.history(app, env, limit=50))
-    create_table_artifact(key=_artifact_key("history", app, env), table=rows, description=f"Ledger of {app}/{env}, newest first")
+    """Mirror the ledger in the UI. Best effort: the ledger in S3 is the record, the artifact a view of it."""
+    try:
+        _, ledger = t.open_store(store_block)
+        rows = history_rows(ledger.history(app, env, limit=50))
+        create_table_artifact(key=_artifact_key("history", app, env), table=rows, description=f"Ledger of {app}/{env}, newest first")
+    except Exception as exc:  # noqa: BLE001 - never turn a verified deploy into a failure over a UI mirror
+        get_run_logger().warning("could not publish the history artifact of %s/%s: %s", app, env, exc)
 
 
 # ---- rollback -----------------------------------------------------------------------------------------
@@ -43,6 +48,7 @@ def rollback(
     reason: str = "",
     automatic: bool = False,
     store_block: str = "default",
+    failed_run_id: str | None = None,
 ) -> dict | None:
     """Put ENV back on the previous verified release (or ``to``), verify it, record it.
 
@@ -57,23 +63,32 @@ def rollback(
         )
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, function=head.function, alias=head.alias or "live",
                     target_block=head.target_block)
-    outcome = t.roll_back_environment(ctx_args, to, reason, automatic)
+    outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id)
     publish_history_artifact(store_block, app, environment)
     return outcome
 
 
 def _roll_back_failed_stage(flow, flow_run, state) -> None:
     """on_failure / on_crashed hook of deploy-environment: fire the rollback subflow for that environment."""
+    import logging
+
     params = flow_run.parameters
-    exc = state.result(raise_on_failure=False)
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read must not stop the rollback
+        exc = None
     reason = exc.message if isinstance(exc, SlipwayError) else f"{state.name}: {state.message}"
-    rollback(
-        app=params["app"],
-        environment=params["environment"],
-        reason=reason,
-        automatic=True,
-        store_block=params.get("store_block", "default"),
-    )
+    try:
+        rollback(
+            app=params["app"],
+            environment=params["environment"],
+            reason=reason,
+            automatic=True,
+            store_block=params.get("store_block", "default"),
+            failed_run_id=str(flow_run.id),
+        )
+    except Exception as err:  # noqa: BLE001 - recorded as rollback-failed in the ledger; the release reports it
+        logging.getLogger("slipway").error("automatic rollback of %s/%s failed: %s", params["app"], params["environment"], err)
 
 
 # ---- one environment ------------------------------------------------------------------------------------
@@ -95,14 +110,12 @@ def deploy_environment(
     if reconcile_first:
         t.reconcile_environment(ctx_args)
     if action == "verify-live":
-        head = t.read_heads(store_block, app, [environment])[environment]
-        result = t.verify_release(ctx_args, artifact, head.live.version)
-        version = head.live.version
+        started_seq, version = t.begin_reverify(ctx_args, artifact)
     else:
         deployed = t.publish_lambda_version(ctx_args, artifact)
-        t.shift_traffic(ctx_args, artifact, deployed)
-        result = t.verify_release(ctx_args, artifact, deployed.version)
+        started_seq = t.shift_traffic(ctx_args, artifact, deployed)
         version = deployed.version
+    result = t.verify_release(ctx_args, artifact, version, started_seq)
     publish_history_artifact(store_block, app, environment)
     return {"environment": environment, "version": version, "passed": result.passed}
 
@@ -127,8 +140,17 @@ def release(
     names = [e.name for e in spec.environments]
     heads = t.read_heads(store_block, spec.app, names)
     plan_rollout(spec, checkout.commit, heads, only)  # validates --only and promotion gates before any build
-    for env_name in select_environments(spec, only):  # a target block must exist before anything is built
-        t.resolve_target_block(env_name, spec.environment(env_name).target)
+    functions: dict[tuple[str, str], str] = {}
+    for env_name in select_environments(spec, only):  # targets must resolve before anything is built
+        env = spec.environment(env_name)
+        where = (check_function_name(t.function_name_for(spec, env_name, env.target)), env.alias)
+        if where in functions:
+            raise SpecError(
+                f"slipway.yaml: environments {functions[where]} and {env_name} would share {where[0]}:{where[1]}",
+                hint="give each environment its own function_name (or a target whose template has {env})",
+                ref="shared-function",
+            )
+        functions[where] = env_name
 
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
     artifact = t.find_published_artifact(store_block, spec.app, build_key)
@@ -157,7 +179,15 @@ def release(
         exc = state.result(raise_on_failure=False)
         reason = exc.message if isinstance(exc, SlipwayError) else (state.message or "failed")
         stage = exc.stage if isinstance(exc, SlipwayError) else "deploy"
-        if head.in_progress is None:
+        before = heads[step.environment]
+        if head.last_seq == before.last_seq:  # failed before anything was recorded: nothing live changed
+            live = f"{head.live.release_id} (version {head.live.version})" if head.live else "nothing"
+            back = f"unchanged (still serving {live})"
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "failed", back))
+        elif head.in_progress is None and head.live and head.live.release_id == artifact.release_id:
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "live", f"verified, then: {reason}"))
+            continue
+        elif head.in_progress is None:
             back = f"rolled back to {head.live.release_id} (version {head.live.version})" if head.live else "alias removed (no earlier verified release)"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "rolled-back", back))
         else:

@@ -5,6 +5,7 @@ Publishing a version touches nothing live; only ``point_alias`` changes what cal
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -48,6 +49,19 @@ def _wait_until_updated(lam, name: str, sleep: Callable[[float], None] = time.sl
     raise DeployError("Lambda update did not finish in time", target=name, hint="retry the release", ref="lambda-update-timeout")
 
 
+FUNCTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_function_name(name: str) -> str:
+    if not FUNCTION_NAME_RE.fullmatch(name):
+        raise DeployError(
+            f"function name {name!r} is not valid for Lambda (letters, digits, - and _, at most 64)",
+            hint="shorten the app or environment name, or set function_name in slipway.yaml",
+            ref="invalid-function-name",
+        )
+    return name
+
+
 def get_function(lam, name: str) -> dict | None:
     try:
         return lam.get_function(FunctionName=name)
@@ -89,6 +103,14 @@ def publish_version(lam, settings: LambdaSettings, artifact: ArtifactRef, sleep:
         )
         _wait_until_updated(lam, name, sleep)
     else:
+        owner = (existing.get("Tags") or {}).get("slipway:app")
+        if owner != artifact.app:
+            whose = f"belongs to app {owner!r}" if owner else "is not managed by Slipway"
+            raise DeployError(
+                f"function {name} {whose}",
+                hint=f"choose another function_name in slipway.yaml, or tag it slipway:app={artifact.app} to adopt it",
+                ref="function-owned-elsewhere",
+            )
         current = existing["Configuration"]
         wanted = {k: v for k, v in config.items()}
         have = {

@@ -89,6 +89,7 @@ class InProgress(BaseModel):
     run_id: str | None = None
     failed: bool = False
     message: str = ""
+    from_version: str | None = None  # what the alias served before this run touched it
 
 
 class EnvHead(BaseModel):
@@ -105,6 +106,7 @@ class EnvHead(BaseModel):
     function: str | None = None  # where the environment is served: recorded at deploy time so that
     alias: str | None = None  # rollback and history work without the app's spec
     target_block: str | None = None
+    rolled_away: list[str] = Field(default_factory=list, description="releases rolled back from: not chosen again automatically")
 
     @property
     def status(self) -> str:
@@ -117,10 +119,20 @@ class EnvHead(BaseModel):
     def verified_release(self, release_id: str) -> LiveRelease | None:
         return next((r for r in reversed(self.verified) if r.release_id == release_id), None)
 
+    def eligible(self, release: LiveRelease) -> bool:
+        """Verified here and not rolled back from since: may be promoted from, or rolled back to."""
+        return release.release_id not in self.rolled_away
+
     def previous_verified(self) -> LiveRelease | None:
-        """The newest verified release other than the live one."""
+        """The newest eligible verified release other than the live one (never one rolled back from)."""
         live_id = self.live.release_id if self.live else None
-        return next((r for r in reversed(self.verified) if r.release_id != live_id), None)
+        return next((r for r in reversed(self.verified) if r.release_id != live_id and self.eligible(r)), None)
+
+    def has_verified(self, *, commit: str | None = None, release_id: str | None = None) -> bool:
+        return any(
+            self.eligible(r) and (release_id is None or r.release_id == release_id) and (commit is None or r.commit == commit)
+            for r in self.verified
+        )
 
 
 def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
@@ -135,7 +147,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
     if kind == "deploy-started":
         h.in_progress = InProgress(
             kind="deploy", release_id=entry.release_id, version=entry.version, started_seq=entry.seq,
-            started_at=entry.at, run_id=entry.run_id,
+            started_at=entry.at, run_id=entry.run_id, from_version=entry.detail.get("from_version"),
         )
     elif kind == "rollback-started":
         h.in_progress = InProgress(
@@ -155,11 +167,15 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
         h.live = release
         h.serving_version = release.version
         h.verified = [r for r in h.verified if r.release_id != release.release_id] + [release]
+        h.rolled_away = [r for r in h.rolled_away if r != release.release_id]
         h.in_progress = None
     elif kind in ("rolled-back", "reconciled"):
         target = h.verified_release(entry.release_id) if entry.release_id else None
         if entry.release_id and target is None:
             target = LiveRelease(release_id=entry.release_id, version=entry.version or "?", artifact_sha256=entry.artifact_sha256, commit=entry.commit)
+        leaving = entry.detail.get("from_release")
+        if leaving and leaving != entry.release_id and leaving not in h.rolled_away:
+            h.rolled_away = [*h.rolled_away, leaving]
         h.live = target
         h.serving_version = target.version if target else None
         h.in_progress = None

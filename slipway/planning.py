@@ -73,9 +73,11 @@ def plan_rollout(
             pred = names[idx - 1]
             if pred not in chosen:
                 pred_head = heads.get(pred)
-                if pred_head is None or not any(r.commit == commit for r in pred_head.verified):
+                # before the build the gate knows the commit; after it, the exact release (same artifact)
+                if pred_head is None or not pred_head.has_verified(commit=commit, release_id=release_id):
+                    what = f"release {release_id}" if release_id else f"commit {commit[:12]}"
                     raise InputError(
-                        f"commit {commit[:12]} has not been verified in {pred}, which comes before {name}",
+                        f"{what} has not been verified in {pred}, which comes before {name}",
                         hint=f"release to {pred} first (add it to --only) — promotion follows {' → '.join(names)}",
                         ref="promotion-gate",
                     )

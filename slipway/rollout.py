@@ -10,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from slipway.errors import RollbackError, VerificationFailed
+from slipway.errors import DeployError, RollbackError, VerificationFailed
 from slipway.lambda_target import LambdaSettings, alias_version, point_alias, publish_version, remove_alias
 from slipway.ledger import EnvHead, Ledger, LiveRelease
 from slipway.models import ArtifactRef, DeployResult, VerifyResult
 from slipway.verify import failure_error, run_smoke_checks
+
+
+# With no smoke checks in the spec, a deploy is still verified by one invocation that must not fail.
+DEFAULT_CHECK = {"name": "invoke", "event": {}, "expect": {}}
 
 
 @dataclass
@@ -49,34 +53,63 @@ def publish(ctx: EnvContext, artifact: ArtifactRef) -> DeployResult:
     return result.model_copy(update={"environment": ctx.environment})
 
 
-def shift_traffic(ctx: EnvContext, artifact: ArtifactRef, deployed: DeployResult) -> None:
-    """Record intent, move the alias to the new version (100%), record that it moved."""
+def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) -> int:
+    """Record ``deploy-started`` (the durable "in progress" mark) and return its sequence number."""
     head = ctx.head()
-    ctx.ledger.record(
-        ctx.app, ctx.environment, "deploy-started", release_id=artifact.release_id, version=deployed.version,
-        artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id,
-        message=f"moving {ctx.function}:{ctx.alias} to version {deployed.version}",
+    entry, _ = ctx.ledger.record(
+        ctx.app, ctx.environment, "deploy-started", release_id=artifact.release_id, version=version,
+        artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id, message=message,
         detail={
-            "from_release": head.live.release_id if head.live else None, "from_version": deployed.previous_version,
+            "from_release": head.live.release_id if head.live else None,
+            "from_version": alias_version(ctx.lam, ctx.function, ctx.alias),
             "function": ctx.function, "alias": ctx.alias, "target_block": ctx.target_block,
         },
     )
+    return entry.seq
+
+
+def shift_traffic(ctx: EnvContext, artifact: ArtifactRef, deployed: DeployResult) -> int:
+    """Record intent, move the alias to the new version (100%), record that it moved. Returns the
+    sequence number of the ``deploy-started`` entry, which ``verify`` checks is still ours."""
+    seq = begin(ctx, artifact, deployed.version, f"moving {ctx.function}:{ctx.alias} to version {deployed.version}")
     point_alias(ctx.lam, ctx.function, ctx.alias, deployed.version)
     ctx.ledger.record(
         ctx.app, ctx.environment, "deployed", release_id=artifact.release_id, version=deployed.version,
         artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id,
         message=f"{ctx.function}:{ctx.alias} → version {deployed.version}",
     )
+    return seq
 
 
-def verify(ctx: EnvContext, artifact: ArtifactRef, version: str) -> VerifyResult:
-    """Run the smoke checks through the alias; record verified, or verify-failed and raise."""
-    result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, ctx.checks, expected_version=version)
+def begin_reverify(ctx: EnvContext, artifact: ArtifactRef) -> tuple[int, str]:
+    """An unchanged re-release re-verifies the live release; a failure then rolls back like a deploy's."""
+    head = ctx.head()
+    assert head.live is not None and head.live.release_id == artifact.release_id
+    seq = begin(ctx, artifact, head.live.version, f"re-verifying {artifact.release_id} (version {head.live.version})")
+    return seq, head.live.version
+
+
+def verify(ctx: EnvContext, artifact: ArtifactRef, version: str, started_seq: int) -> VerifyResult:
+    """Run the smoke checks through the alias; record verified, or verify-failed and raise.
+
+    ``verified`` is recorded only while this run's ``deploy-started`` is still the one in progress: if
+    another run (a reconcile, a manual rollback) changed the environment meanwhile, this run must not
+    claim the environment is live on its release.
+    """
+    result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, ctx.checks or [DEFAULT_CHECK], expected_version=version)
     common = dict(release_id=artifact.release_id, version=version, artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id)
     if result.passed:
+        current = ctx.head().in_progress
+        if current is None or current.started_seq != started_seq:
+            raise DeployError(
+                f"another run changed {ctx.environment} while this one was verifying it",
+                target=f"{ctx.app}/{ctx.environment}",
+                hint="see `slipway history`; release again once the other run has finished",
+                ref="concurrent-change",
+            )
         ctx.ledger.record(
             ctx.app, ctx.environment, "verified", message=f"{len(result.checks)} smoke check(s) passed",
-            detail={"checks": ctx.checks, "results": [c.model_dump(mode="json") for c in result.checks]}, **common,
+            detail={"checks": ctx.checks or [DEFAULT_CHECK], "results": [c.model_dump(mode="json") for c in result.checks]}, **common,
         )
         return result
     err = failure_error(result, ctx.environment)
@@ -100,6 +133,7 @@ def roll_back(
     to_release: str | None = None,
     reason: str = "",
     only_if_in_progress: bool = False,
+    only_if_run_id: str | None = None,
     kind: str = "rolled-back",
 ) -> RollbackOutcome | None:
     """Put the environment back on a verified release and verify it again.
@@ -109,8 +143,10 @@ def roll_back(
     Manual: ``to_release`` or the previous verified release.
     """
     head = ctx.head()
-    if only_if_in_progress and head.in_progress is None:
-        return None
+    ip = head.in_progress
+    if only_if_in_progress and (ip is None or (only_if_run_id and ip.run_id != only_if_run_id)):
+        return None  # nothing of this run's is in progress: already rolled back, or another run's deploy
+    restore_version = None
     if to_release:
         target = head.verified_release(to_release)
         if target is None:
@@ -120,8 +156,14 @@ def roll_back(
                 hint=f"choose one of the verified releases: {known}",
                 ref="unknown-release",
             )
-    elif head.in_progress is not None:
-        target = head.live  # the failed deploy never became live: go back to what was
+    elif ip is not None and ip.kind == "rollback":
+        target = head.verified_release(ip.release_id) if ip.release_id else None  # finish the interrupted rollback
+    elif ip is not None:
+        # a deploy (or a re-verification) that did not end verified: back to the live release, unless the
+        # live release is the one that just failed, then to the one before it
+        target = head.live if head.live and head.live.release_id != ip.release_id else head.previous_verified()
+        if target is None and ip.from_version and ip.from_version != ip.version:
+            restore_version = ip.from_version  # an alias Slipway did not create: put back what it served
     else:
         target = head.previous_verified()
         if target is None:
@@ -131,20 +173,24 @@ def roll_back(
                 hint="see `slipway history` for what has been deployed",
                 ref="nothing-to-roll-back-to",
             )
+    leaving = ip.release_id if ip is not None and ip.kind == "deploy" else (head.live.release_id if head.live else None)
     serving = alias_version(ctx.lam, ctx.function, ctx.alias)
     ctx.ledger.record(
         ctx.app, ctx.environment, "rollback-started", release_id=target.release_id if target else None,
         version=target.version if target else None, run_id=ctx.run_id,
         message=f"rolling back from version {serving}: {reason}" if reason else f"rolling back from version {serving}",
-        detail={"from_version": serving},
+        detail={"from_version": serving, "from_release": leaving},
     )
     try:
-        if target is None:
+        if target is None and restore_version:
+            point_alias(ctx.lam, ctx.function, ctx.alias, restore_version, error_cls=RollbackError)
+            message = f"no verified release existed; alias {ctx.alias} back on version {restore_version}, which it served before"
+        elif target is None:
             remove_alias(ctx.lam, ctx.function, ctx.alias)
             message = f"no verified release existed; removed alias {ctx.alias} so the failed version serves nothing"
         else:
             point_alias(ctx.lam, ctx.function, ctx.alias, target.version, error_cls=RollbackError)
-            result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, target.checks, expected_version=target.version)
+            result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, target.checks or [DEFAULT_CHECK], expected_version=target.version)
             if not result.passed:
                 failed = result.first_failure
                 raise RollbackError(
@@ -165,10 +211,11 @@ def roll_back(
         ctx.app, ctx.environment, kind, release_id=target.release_id if target else None,
         version=target.version if target else None, artifact_sha256=target.artifact_sha256 if target else None,
         commit=target.commit if target else None, run_id=ctx.run_id, message=message + (f" ({reason})" if reason else ""),
+        detail={"from_release": leaving, "from_version": serving},
     )
     return RollbackOutcome(
         environment=ctx.environment, to_release=target.release_id if target else None,
-        to_version=target.version if target else None, from_version=serving, removed_alias=target is None, message=message,
+        to_version=target.version if target else None, from_version=serving, removed_alias=target is None and not restore_version, message=message,
     )
 
 
@@ -188,4 +235,4 @@ def live_release(ctx: EnvContext) -> LiveRelease | None:
     return ctx.head().live
 
 
-__all__ = ["EnvContext", "RollbackOutcome", "publish", "shift_traffic", "verify", "roll_back", "reconcile", "VerificationFailed"]
+__all__ = ["EnvContext", "RollbackOutcome", "begin", "begin_reverify", "publish", "shift_traffic", "verify", "roll_back", "reconcile", "VerificationFailed"]

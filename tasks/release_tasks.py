@@ -227,25 +227,34 @@ def publish_lambda_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResul
 
 
 @task(name="shift-traffic", cache_policy=NO_CACHE)
-def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult) -> None:
+def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult) -> int:
     ctx = env_context(**ctx_args)
-    rollout.shift_traffic(ctx, artifact, deployed)
+    seq = rollout.shift_traffic(ctx, artifact, deployed)
     get_run_logger().info("%s:%s → version %s (100%%)", ctx.function, ctx.alias, deployed.version)
+    return seq
+
+
+@task(name="begin-reverify", cache_policy=NO_CACHE)
+def begin_reverify(ctx_args: dict, artifact: ArtifactRef) -> tuple[int, str]:
+    ctx = env_context(**ctx_args)
+    seq, version = rollout.begin_reverify(ctx, artifact)
+    get_run_logger().info("%s already live on %s (version %s): re-verifying only", ctx.environment, artifact.release_id, version)
+    return seq, version
 
 
 @task(name="verify-release", cache_policy=NO_CACHE)
-def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str) -> VerifyResult:
+def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str, started_seq: int) -> VerifyResult:
     ctx = env_context(**ctx_args)
-    result = rollout.verify(ctx, artifact, version)
+    result = rollout.verify(ctx, artifact, version, started_seq)
     for check in result.checks:
         get_run_logger().info("smoke %s: %s (version %s, %.0f ms)", check.name, check.detail, check.executed_version, check.duration_ms or 0)
     return result
 
 
 @task(name="roll-back", cache_policy=NO_CACHE)
-def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool) -> dict | None:
+def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool, failed_run_id: str | None = None) -> dict | None:
     ctx = env_context(**ctx_args)
-    outcome = rollout.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic)
+    outcome = rollout.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id)
     logger = get_run_logger()
     if outcome is None:
         logger.info("nothing in progress in %s: no rollback needed", ctx.environment)

@@ -68,3 +68,29 @@ def test_verifying_a_release_again_moves_it_to_the_end_without_duplicates():
     head = run(entry(1, "verified", "r1", "1"), entry(2, "verified", "r2", "2"), entry(3, "verified", "r1", "1"))
     assert [r.release_id for r in head.verified] == ["r2", "r1"]
     assert head.previous_verified().release_id == "r2"
+
+
+def test_a_release_rolled_back_from_is_not_chosen_again_nor_promoted_from():
+    head = run(
+        entry(1, "verified", "r1", "1", commit="c1"), entry(2, "verified", "r2", "2", commit="c2"),
+        entry(3, "rollback-started", "r1", "1", detail={"from_release": "r2"}),
+        entry(4, "rolled-back", "r1", "1", detail={"from_release": "r2"}),
+    )
+    assert head.live.release_id == "r1"
+    assert head.rolled_away == ["r2"]
+    assert head.previous_verified() is None
+    assert head.has_verified(commit="c2") is False and head.has_verified(commit="c1") is True
+
+
+def test_verifying_a_rolled_away_release_again_makes_it_eligible():
+    head = run(
+        entry(1, "verified", "r1", "1"), entry(2, "verified", "r2", "2"),
+        entry(3, "rolled-back", "r1", "1", detail={"from_release": "r2"}),
+        entry(4, "verified", "r2", "3"),
+    )
+    assert head.rolled_away == [] and head.previous_verified().release_id == "r1"
+
+
+def test_a_deploy_start_remembers_what_the_alias_served_before():
+    head = run(entry(1, "deploy-started", "r1", "1", detail={"from_version": "7"}))
+    assert head.in_progress.from_version == "7"
