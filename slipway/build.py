@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from slipway.childenv import scrubbed_environ
 from slipway.errors import ArtifactTooLarge, BuildError, SpecError
 from slipway.home import cache_dir
 
@@ -196,10 +197,7 @@ def _pip_install(requirements: Path, python_version: str, target: Path, runner: 
 
 
 def _pip_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_ROOT"):
-        env.pop(name, None)
-    return env
+    return scrubbed_environ()  # keeps PIP_* (index, proxy, certificates); drops credentials
 
 
 def _pip_summary(output: str) -> str:

@@ -57,7 +57,13 @@ def validate_repo_url(raw: str) -> RepoUrl:
         if scheme not in _ALLOWED_SCHEMES:
             raise InputError(f"refused repository URL {url!r}: scheme {scheme}:// is not allowed", hint=hint, ref="hostile-repo-url")
         parts = urlsplit(url)
-        if scheme == "https" and (parts.password or (parts.username and scheme == "https")):
+        if scheme in ("https", "ssh") and (parts.query or parts.fragment):
+            raise InputError(
+                "refused repository URL: it has a query string or fragment (tokens do not belong in URLs)",
+                hint="remove it; store a token in a Secret block (--git-token-block)",
+                ref="credentials-in-url",
+            )
+        if parts.password or (parts.username and scheme == "https"):
             raise InputError(
                 "refused repository URL: it has credentials inside it",
                 hint="remove them from the URL and store the token in a Secret block (git_token_block)",
@@ -104,7 +110,13 @@ class Checkout:
     subject: str
 
 
+# git asks "Username for 'https://HOST': " then "Password for 'https://USER@HOST': ". Answer only for the
+# host that was validated, so a redirect or a submodule elsewhere never receives the token.
 _ASKPASS = """#!/bin/sh
+case "$1" in
+  *"://$SLIPWAY_GIT_HOST'"*|*"@$SLIPWAY_GIT_HOST'"*) ;;
+  *) exit 1 ;;
+esac
 case "$1" in
   Username*) printf '%s\\n' "${SLIPWAY_GIT_USERNAME:-x-access-token}" ;;
   *) printf '%s\\n' "$SLIPWAY_GIT_TOKEN" ;;
@@ -112,11 +124,13 @@ esac
 """
 
 
-def _git_env(workdir: Path, token: SecretStr | None, username: str | None) -> dict[str, str]:
+def _git_env(workdir: Path, token: SecretStr | None, username: str | None, host: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(
         GIT_TERMINAL_PROMPT="0",
         GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL="/dev/null",  # no user-level filters, fsmonitor or credential helpers
+        GIT_LFS_SKIP_SMUDGE="1",
         GIT_ALLOW_PROTOCOL="https:ssh:file",
         GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
     )
@@ -126,6 +140,7 @@ def _git_env(workdir: Path, token: SecretStr | None, username: str | None) -> di
         askpass.chmod(stat.S_IRWXU)
         env["GIT_ASKPASS"] = str(askpass)
         env["SLIPWAY_GIT_TOKEN"] = token.get_secret_value()  # only in the child's environment
+        env["SLIPWAY_GIT_HOST"] = host or ""
         if username:
             env["SLIPWAY_GIT_USERNAME"] = username
     return env
@@ -158,10 +173,11 @@ def clone_at_ref(
     dest_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="checkout-", dir=dest_parent))
     repo_dir = work / "repo"
-    env = _git_env(work, token, username)
+    env = _git_env(work, token, username, urlsplit(url.url).hostname if url.kind == "https" else None)
     cmd = git.Git(str(work))
     safety = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always",
-              "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper="]
+              "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
+              "-c", "core.fsmonitor=false", "-c", "http.followRedirects=false"]
     try:
         cmd.execute(["git", *safety, "clone", "--quiet", "--no-checkout", "--", url.url, str(repo_dir)], env=env)
     except git.GitCommandError as exc:

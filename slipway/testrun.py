@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from slipway.childenv import scrubbed_environ
 from slipway.errors import SpecError, TestsFailed
 from slipway.home import cache_dir
 
@@ -137,15 +138,16 @@ def run_tests(
         raise TestsFailed("repository directory does not exist", target=str(repo_dir),
                           hint="clone the repository before running its tests", ref="repo-dir-missing")
     venv = ensure_test_env(requirement_files, cache_root, pip_args=pip_args)
-    env = _test_env(venv, env_extra)
-    argv = _resolve_command(command, venv, env["PATH"])
-    start = time.monotonic()
-    if argv is None:
-        return TestReport(
-            passed=False, exit_code=127, duration_s=0.0, failed_tests=[], command=list(command),
-            output_tail=f"slipway: command not found: {command[0]} (PATH={env['PATH']})",
-        )
-    exit_code, output, timed_out = _run(argv, repo_dir, env, timeout_s)
+    with tempfile.TemporaryDirectory(prefix="slipway-test-home-") as home:
+        env = _test_env(venv, env_extra, Path(home))
+        argv = _resolve_command(command, venv, env["PATH"])
+        start = time.monotonic()
+        if argv is None:
+            return TestReport(
+                passed=False, exit_code=127, duration_s=0.0, failed_tests=[], command=list(command),
+                output_tail=f"slipway: command not found: {command[0]} (PATH={env['PATH']})",
+            )
+        exit_code, output, timed_out = _run(argv, repo_dir, env, timeout_s)
     duration = time.monotonic() - start
     if timed_out:
         note = f"slipway: timed out after {timeout_s:g} s; the test process group was killed"
@@ -228,10 +230,7 @@ def _create_venv(
 
 
 def _pip_env() -> dict[str, str]:
-    env = dict(os.environ)  # keeps PIP_INDEX_URL and proxy settings
-    for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_ROOT"):
-        env.pop(name, None)
-    return env
+    return scrubbed_environ()  # keeps PIP_* (index, proxy, certificates); drops credentials
 
 
 def _pip_summary(output: str) -> str:
@@ -240,10 +239,10 @@ def _pip_summary(output: str) -> str:
     return "; ".join((errors or lines or ["pip printed nothing"])[-2:])
 
 
-def _test_env(venv: Path, env_extra: dict[str, str] | None) -> dict[str, str]:
+def _test_env(venv: Path, env_extra: dict[str, str] | None, home: Path) -> dict[str, str]:
     env = {
         "PATH": f"{venv / 'bin'}:{_SYSTEM_PATH}",
-        "HOME": os.environ.get("HOME") or str(Path.home()),
+        "HOME": str(home),  # an empty home: the tests cannot read ~/.aws, ~/.slipway or ~/.gitconfig
         "LANG": os.environ.get("LANG") or "C.UTF-8",
         "VIRTUAL_ENV": str(venv),  # the test venv, as `activate` would set it
         "PYTHONDONTWRITEBYTECODE": "1",  # keep the checkout clean for the build that follows

@@ -62,3 +62,28 @@ def test_bad_refs_are_refused(ref):
 @pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/x", "HEAD", "0123456789abcdef0123456789abcdef01234567"])
 def test_good_refs_pass(ref):
     assert validate_ref(ref) == ref
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ssh://user:pass@example.com/repo.git", "https://example.com/repo.git?access_token=abc", "https://example.com/r.git#x"],
+)
+def test_credentials_smuggled_into_urls_are_refused(url):
+    with pytest.raises(InputError) as info:
+        validate_repo_url(url)
+    assert info.value.ref == "credentials-in-url"
+
+
+def test_the_askpass_helper_answers_only_the_validated_host(tmp_path):
+    import subprocess
+
+    from pydantic import SecretStr
+
+    from slipway.gitsource import _git_env
+
+    env = _git_env(tmp_path, SecretStr("tok"), None, "git.example.com")
+    askpass = env["GIT_ASKPASS"]
+    ok = subprocess.run([askpass, "Password for 'https://x-access-token@git.example.com': "], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout == "tok\n"
+    other = subprocess.run([askpass, "Password for 'https://x-access-token@evil.example.net': "], env=env, capture_output=True, text=True)
+    assert other.returncode != 0 and other.stdout == ""
