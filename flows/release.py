@@ -8,13 +8,16 @@ environments are not touched, and the release ends Failed naming the stage, the 
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from slipway import BUILDER_VERSION
 from slipway.errors import ReleaseFailed, SlipwayError, SpecError
 from slipway.lambda_target import check_function_name
-from slipway.gitsource import validate_ref, validate_repo_url
+from slipway.gitsource import discard_checkout, validate_ref, validate_repo_url
 from slipway.models import ArtifactRef, StageOutcome
 from slipway.planning import plan_rollout, select_environments
 from slipway.report import history_rows, outcome_from_head, release_report_markdown, render_summary
@@ -136,6 +139,14 @@ def release(
     validate_ref(ref)
     t.check_artifact_store(store_block)
     checkout = t.clone_repo(repo_url, ref, git_token_block)
+    try:
+        return _release_checkout(checkout, ref, spec_path, only, store_block)
+    finally:
+        discard_checkout(checkout)
+
+
+def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str) -> dict:
+    logger = get_run_logger()
     spec = t.load_release_spec(checkout, spec_path)
     names = [e.name for e in spec.environments]
     heads = t.read_heads(store_block, spec.app, names)
@@ -157,7 +168,10 @@ def release(
     if artifact is None:
         tests = t.run_app_tests(checkout, spec, build_key)
         built = t.build_artifact(checkout, spec)
-        artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
+        try:
+            artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
+        finally:
+            shutil.rmtree(Path(built["path"]).parent, ignore_errors=True)
     plan = plan_rollout(spec, checkout.commit, heads, only, release_id=artifact.release_id)
     logger.info("plan for %s:\n  %s", artifact.release_id, "\n  ".join(plan.describe()))
 

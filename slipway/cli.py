@@ -19,6 +19,10 @@ from slipway import localstack
 from slipway.errors import InputError, SlipwayError
 
 
+# Errors that mean "the request cannot be carried out as asked" (exit 2), not "it ran and failed" (exit 1).
+USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed"}
+
+
 class CliError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
@@ -116,7 +120,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     result = out["result"]
     if isinstance(result, BaseException):
         print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
-        return 1
+        return 2 if getattr(result, "ref", "") in USER_ERROR_REFS else 1
     print(f"{args.app}/{args.env}: {result['message'] if result else 'nothing to do'}")
     if out["run_url"]:
         print(f"run: {out['run_url']}")
@@ -126,13 +130,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     runner = _runner()
     entries, heads = runner.read_history(args.app, args.env)
+    if not heads or (args.env and heads[args.env].last_seq == 0):
+        where = f"app {args.app!r}" + (f" in environment {args.env!r}" if args.env else "")
+        raise CliError(f"no ledger for {where}: nothing has been released there (check the name)")
     if args.json:
         _print_json({"entries": [e.model_dump(mode="json") for e in entries], "heads": {k: v.model_dump(mode="json") for k, v in heads.items()}})
         return 0
     from slipway.report import render_history
 
-    if not heads:
-        raise CliError(f"no ledger for app {args.app!r}: nothing has been released (check the name)")
     for env, head in heads.items():
         live = f"{head.live.release_id} (version {head.live.version})" if head.live else "nothing live"
         extra = f"  [{head.status}]" if head.status not in ("live", "empty") else ""

@@ -205,3 +205,16 @@ def clone_at_ref(
     repo.execute(["git", *safety, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, "--"], env=env)
     subject = repo.execute(["git", "log", "-1", "--format=%s", commit], env=env).strip()
     return Checkout(path=repo_dir, repo_url=url.display, ref=ref, commit=commit, subject=subject)
+
+
+def discard_checkout(checkout: Checkout) -> None:
+    """Remove the clone (and its askpass helper); the temporary parent too when nothing else is in it."""
+    import shutil
+
+    work = checkout.path.parent
+    shutil.rmtree(work, ignore_errors=True)
+    if work.parent.name.startswith("slipway-clone-"):
+        try:
+            work.parent.rmdir()
+        except OSError:
+            pass

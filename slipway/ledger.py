@@ -190,11 +190,12 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
 class Ledger:
     """Ledger operations against the artifact store's bucket."""
 
-    def __init__(self, s3, bucket: str, prefix: str = "", *, max_attempts: int = 50) -> None:
+    def __init__(self, s3, bucket: str, prefix: str = "", *, kms_key_id: str | None = None, max_attempts: int = 50) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.prefix = (prefix.strip("/") + "/") if prefix.strip("/") else ""
         self.max_attempts = max_attempts
+        self._sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
 
     def _base(self, app: str, env: str) -> str:
         return f"{self.prefix}ledger/{app}/{env}/"
@@ -268,11 +269,15 @@ class Ledger:
                     Body=stamped.model_dump_json().encode(),
                     ContentType="application/json",
                     IfNoneMatch="*",
+                    **self._sse,
                 )
             except ClientError as exc:
-                if is_precondition_failed(exc):
-                    continue  # another writer took this sequence number: re-read and try the next one
-                raise translate(exc, LedgerError, "append to the ledger", target=f"{app}/{env}") from exc
+                if not is_precondition_failed(exc):
+                    raise translate(exc, LedgerError, "append to the ledger", target=f"{app}/{env}") from exc
+                # Someone holds this sequence number. If it is our own entry (botocore retried a write whose
+                # reply was lost), it is appended already; otherwise re-read and try the next number.
+                if not self._is_ours(app, env, stamped):
+                    continue
             new_head = fold(head, stamped)
             self._checkpoint(new_head, etag)
             return stamped, new_head
@@ -281,6 +286,13 @@ class Ledger:
             hint="too many concurrent writers; retry",
             ref="ledger-contention",
         )
+
+    def _is_ours(self, app: str, env: str, entry: LedgerEntry) -> bool:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._entry_key(app, env, entry.seq))["Body"].read()
+        except ClientError:
+            return False
+        return LedgerEntry.model_validate_json(body) == entry
 
     def _checkpoint(self, head: EnvHead, etag: str | None) -> None:
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -291,6 +303,7 @@ class Ledger:
                 Body=head.model_dump_json(indent=2).encode(),
                 ContentType="application/json",
                 **condition,
+                **self._sse,
             )
         except ClientError as exc:
             if is_precondition_failed(exc):

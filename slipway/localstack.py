@@ -10,6 +10,8 @@ moto keeps its state in memory: ``down`` (or a crash of the AWS process) forgets
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -78,21 +80,34 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return None  # Linux, and no such process
+    except OSError:
+        return None
+    try:  # no /proc (macOS): ask ps
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() + " ") if out.stdout.strip() else None
+
+
 def _alive(pid: int | None, marker: str) -> bool:
-    """True if ``pid`` runs and is ours (its command line holds ``marker``): never signal a stranger."""
+    """True if ``pid`` runs and is ours: its command line holds ``marker``, which names the component and
+    its port, so a recycled pid or another stack's server is never signalled."""
     if not pid:
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return marker in cmdline
+    cmdline = _cmdline(pid)
+    return cmdline is not None and marker in cmdline
 
 
 @dataclass(frozen=True)
 class Component:
     name: str
-    marker: str  # part of the command line that identifies our process
+    program: str  # part of the command line that identifies the program
     health_path: str
     command: Callable[[int, Path], list[str]]
     env: Callable[[int, Path], dict[str, str]]
@@ -125,9 +140,13 @@ def _aws_env(port: int, home: Path) -> dict[str, str]:
 
 
 COMPONENTS = (
-    Component("prefect", "prefect server start", "/api/health", _prefect_command, _prefect_env),
-    Component("aws", "slipway.localaws", "/moto-api/", _aws_command, _aws_env),
+    Component("prefect", "-m prefect server start --host 127.0.0.1 --port", "/api/health", _prefect_command, _prefect_env),
+    Component("aws", "-m slipway.localaws --host 127.0.0.1 --port", "/moto-api/", _aws_command, _aws_env),
 )
+
+
+def _marker(comp: Component, port: int | None) -> str:
+    return f"{comp.program} {port} "
 
 
 def _url(port: int) -> str:
@@ -141,7 +160,7 @@ def status(home: Path | None = None) -> dict:
     for comp in COMPONENTS:
         info = state.get(comp.name, {})
         port, pid = info.get("port"), info.get("pid")
-        healthy = bool(port) and _alive(pid, comp.marker) and _http_ok(_url(port) + comp.health_path)
+        healthy = bool(port) and _alive(pid, _marker(comp, port)) and _http_ok(_url(port) + comp.health_path)
         out["components"][comp.name] = {"url": _url(port) if port else None, "pid": pid, "healthy": healthy}
         out["running"] = out["running"] and healthy
     prefect_port = state.get("prefect", {}).get("port")
@@ -178,7 +197,7 @@ def _wait_healthy(comp: Component, port: int, pid: int, home: Path, timeout: flo
     while time.monotonic() < deadline:
         if _http_ok(_url(port) + comp.health_path, timeout=1.0):
             return
-        if not _alive(pid, comp.marker):
+        if not _alive(pid, _marker(comp, port)):
             tail = (stack_dir(home) / "logs" / f"{comp.name}.log").read_text(errors="replace").strip().splitlines()[-5:]
             raise LocalStackError(
                 f"the local {comp.name} server exited while starting",
@@ -188,24 +207,42 @@ def _wait_healthy(comp: Component, port: int, pid: int, home: Path, timeout: flo
     raise LocalStackError(f"the local {comp.name} server did not become healthy in {timeout:.0f}s", hint=f"see {stack_dir(home) / 'logs'}")
 
 
+@contextlib.contextmanager
+def _locked(home: Path):
+    """One ``up``/``down`` at a time per state directory (two concurrent ``up`` would orphan servers)."""
+    path = stack_dir(home) / "stack.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def up(home: Path | None = None, *, timeout: float = 120, sleep: Callable[[float], None] = time.sleep) -> dict:
     """Start what is not running (idempotent), bootstrap the local AWS resources, return ``status()``."""
     home = home or slipway_home()
+    with _locked(home):
+        return _up(home, timeout, sleep)
+
+
+def _up(home: Path, timeout: float, sleep: Callable[[float], None]) -> dict:
     state = _read_state(home)
-    started: list[str] = []
+    started: list[tuple[Component, int, int]] = []
     for comp in COMPONENTS:
         info = state.get(comp.name, {})
         port, pid = info.get("port"), info.get("pid")
-        if port and _alive(pid, comp.marker) and _http_ok(_url(port) + comp.health_path):
+        if port and _alive(pid, _marker(comp, port)) and _http_ok(_url(port) + comp.health_path):
             continue
-        if pid and _alive(pid, comp.marker):
-            _stop_pid(pid, comp.marker)
+        if pid and _alive(pid, _marker(comp, port)):
+            _stop_pid(pid, _marker(comp, port))
         if not port or not _port_free(port):
             port = free_port()
         pid = _start(comp, port, home)
         state[comp.name] = {"port": port, "pid": pid}
         _write_state(home, state)
-        started.append((comp, port, pid))  # type: ignore[arg-type]
+        started.append((comp, port, pid))
     for comp, port, pid in started:  # start both, then wait: the waits overlap
         _wait_healthy(comp, port, pid, home, timeout, sleep)
     aws = bootstrap_aws(_url(state["aws"]["port"]))
@@ -263,12 +300,18 @@ def _stop_pid(pid: int, marker: str, timeout: float = 15) -> None:
 
 def down(home: Path | None = None) -> dict:
     """Stop what ``up`` started (by pid, only if it is still ours). Idempotent."""
+    home = home or slipway_home()
+    with _locked(home):
+        return _down(home)
+
+
+def _down(home: Path) -> dict:
     state = _read_state(home)
     stopped = []
     for comp in COMPONENTS:
-        pid = state.get(comp.name, {}).get("pid")
-        if pid and _alive(pid, comp.marker):
-            _stop_pid(pid, comp.marker)
+        pid, port = state.get(comp.name, {}).get("pid"), state.get(comp.name, {}).get("port")
+        if pid and _alive(pid, _marker(comp, port)):
+            _stop_pid(pid, _marker(comp, port))
             stopped.append(comp.name)
         state.get(comp.name, {}).pop("pid", None)
     if state:

@@ -68,7 +68,7 @@ def open_store(store_block: str) -> tuple[ArtifactStore, Ledger]:
             ref="store-block-missing",
         ) from exc
     (s3,) = aws_clients(block.credentials, "s3")
-    return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix)
+    return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id)
 
 
 def resolve_target_block(env_name: str, explicit: str | None) -> tuple[str, LambdaTargetBlock]:
@@ -129,7 +129,20 @@ def check_artifact_store(store_block: str) -> None:
 
 @task(name="clone-repo", **TRANSIENT_RETRIES)
 def clone_repo(repo_url: str, ref: str, git_token_block: str | None = None) -> Checkout:
-    token = Secret.load(git_token_block).get() if git_token_block else None
+    token = None
+    if git_token_block:
+        from prefect.exceptions import ObjectNotFound
+
+        from slipway.errors import CredentialsError
+
+        try:
+            token = Secret.load(git_token_block).get()
+        except (ValueError, ObjectNotFound) as exc:
+            raise CredentialsError(
+                f"no Secret block named {git_token_block!r} for the git token",
+                hint="create it (prefect block create secret, or Secret(value=...).save(NAME)) or drop --git-token-block",
+                ref="git-token-block-missing",
+            ) from exc
     from pydantic import SecretStr
 
     checkout = clone_at_ref(repo_url, ref, token=SecretStr(token) if token else None)

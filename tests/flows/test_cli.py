@@ -64,7 +64,7 @@ def test_release_history_and_rollback_through_the_cli(prefect_api, app_repo):
     assert "dev" in proc.stdout and "live" in proc.stdout and "skipped" in proc.stdout
 
     proc = slipway("rollback", repo.app, "dev", env=env)
-    assert_one_line_error(proc, 1, "no earlier verified release in dev to roll back to")
+    assert_one_line_error(proc, 2, "no earlier verified release in dev to roll back to")
 
     repo.break_health_check().commit("v2", tag="v2")
     proc = slipway("release", repo.url, "--ref", "v2", "--only", "dev", env=env)
@@ -90,3 +90,12 @@ def test_a_malformed_spec_is_one_line_naming_the_field(prefect_api, app_repo):
 def test_history_of_an_unknown_app_says_so(prefect_api):
     proc = slipway("history", "never-released", env={"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]})
     assert_one_line_error(proc, 2, "no ledger for app 'never-released'")
+
+
+@pytest.mark.flows
+def test_history_of_an_environment_never_released_to_says_so(prefect_api, app_repo):
+    repo = app_repo()
+    env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
+    assert slipway("release", repo.url, "--ref", "v1", "--only", "dev", env=env).returncode == 0
+    proc = slipway("history", repo.app, "--env", "prdo", env=env)
+    assert_one_line_error(proc, 2, f"no ledger for app '{repo.app}' in environment 'prdo'")

@@ -163,3 +163,27 @@ def test_history_with_a_limit_reads_only_the_newest_entries(s3, bucket):
         ledger.record("lim", "dev", "verified", release_id=f"r{i}", version=str(i))
     assert [e.release_id for e in ledger.history("lim", "dev", limit=2)] == ["r3", "r2"]
     assert [e.seq for e in ledger.entries("lim", "dev", limit=3)] == [2, 3, 4]
+
+
+def test_a_retried_append_whose_first_write_landed_is_not_duplicated(s3, bucket, aws_endpoint, boto_session):
+    """botocore retries a PUT whose reply was lost; the retry meets its own object (412). Simulated with a
+    before-parameter-build hook that lands the identical write first, through a second client."""
+    other = boto_session.client("s3", endpoint_url=aws_endpoint)
+    ledger = Ledger(s3, bucket)
+    ledger.record("dup", "dev", "verified", release_id="r1", version="1")
+    landed = []
+
+    def land_first(params, **kwargs):
+        key = params.get("Key", "")
+        if "/entries/" in key and not landed:
+            landed.append(key)
+            other.put_object(Bucket=params["Bucket"], Key=key, Body=params["Body"])
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", land_first)
+    try:
+        stamped, head = ledger.record("dup", "dev", "deploy-started", release_id="r2", version="2")
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.PutObject", land_first)
+    assert landed == ["ledger/dup/dev/entries/0000000002.json"]
+    assert stamped.seq == 2
+    assert [(e.seq, e.kind) for e in ledger.entries("dup", "dev")] == [(1, "verified"), (2, "deploy-started")]
