@@ -20,7 +20,7 @@ from slipway.lambda_target import check_function_name
 from slipway.gitsource import discard_checkout, validate_ref, validate_repo_url
 from slipway.models import ArtifactRef, StageOutcome
 from slipway.planning import plan_rollout, select_environments
-from slipway.report import history_rows, outcome_from_head, release_report_markdown, render_summary
+from slipway.report import failure_report_markdown, history_rows, outcome_from_head, release_report_markdown, render_summary
 from slipway.spec import Spec
 from tasks import release_tasks as t
 
@@ -138,11 +138,22 @@ def release(
     validate_repo_url(repo_url)  # refused before anything runs
     validate_ref(ref)
     t.check_artifact_store(store_block)
-    checkout = t.clone_repo(repo_url, ref, git_token_block)
+    checkout = None
     try:
+        checkout = t.clone_repo(repo_url, ref, git_token_block)
         return _release_checkout(checkout, ref, spec_path, only, store_block)
+    except ReleaseFailed:
+        raise  # it published its own report
+    except SlipwayError as exc:
+        create_markdown_artifact(
+            key="release-failure",
+            markdown=failure_report_markdown(repo=repo_url, ref=ref, commit=checkout.commit if checkout else None, error=exc.to_dict()),
+            description=f"Release of {repo_url}@{ref} stopped at {exc.stage}",
+        )
+        raise
     finally:
-        discard_checkout(checkout)
+        if checkout is not None:
+            discard_checkout(checkout)
 
 
 def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str) -> dict:

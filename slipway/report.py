@@ -76,3 +76,26 @@ def render_history(entries: list[LedgerEntry]) -> str:
     for r in rows:
         out.append("  ".join(str(r[c]).ljust(widths.get(c, 0)) for c in cols))
     return "\n".join(out)
+
+
+def failure_report_markdown(*, repo: str, ref: str, commit: str | None, error: dict) -> str:
+    """A release that stopped before any environment was touched: the stage, the error and its evidence."""
+    md = [
+        f"# Release of `{repo}` at `{ref}`: FAILED at {error.get('stage')}",
+        "",
+        f"> **{error.get('message')}**" + (f" — {error.get('hint')}" if error.get("hint") else ""),
+        "",
+        "No environment was touched.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| stage | {error.get('stage')} |",
+        f"| reference | `{error.get('ref')}` |",
+        f"| commit | `{commit or 'not cloned'}` |",
+    ]
+    evidence = error.get("evidence") or {}
+    if evidence.get("failed_tests"):
+        md += ["", "## Failing tests", ""] + [f"- `{t}`" for t in evidence["failed_tests"]]
+    if evidence.get("output_tail"):
+        md += ["", "## Output (tail)", "", "```", str(evidence["output_tail"])[-4000:], "```"]
+    return "\n".join(md) + "\n"

@@ -30,6 +30,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Lambda sets these itself and refuses them in a function's configuration.
+_RESERVED_ENV = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+}
+
+
+def _env_vars(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not _ENV_KEY.fullmatch(key):
+            raise ValueError(f"environment variable name {key!r} must start with a letter and use letters, digits and _")
+        if key in _RESERVED_ENV:
+            raise ValueError(f"environment variable {key!r} is reserved by Lambda; choose another name")
+    return value
+
+
 def _relative_path(value: str, field: str) -> str:
     path = Path(value)
     if path.is_absolute() or ".." in path.parts:
@@ -51,6 +70,11 @@ class LambdaZipArtifact(_Strict):
     @classmethod
     def paths_stay_inside_the_repo(cls, value: str | None, info) -> str | None:
         return None if value is None else _relative_path(value, info.field_name)
+
+    @field_validator("environment")
+    @classmethod
+    def environment_variable_names_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        return _env_vars(value)
 
     @field_validator("handler")
     @classmethod
@@ -118,6 +142,11 @@ class Environment(_Strict):
         if not NAME_RE.fullmatch(value):
             raise ValueError(f"{value!r} must be lowercase letters, digits and dashes (at most 40)")
         return value
+
+    @field_validator("environment")
+    @classmethod
+    def environment_variable_names_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
+        return _env_vars(value)
 
     @field_validator("alias")
     @classmethod
@@ -198,9 +227,6 @@ def _loc(loc: tuple) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
-
-
-_FIELDS_BY_MODEL: dict[str, type[BaseModel]] = {}
 
 
 def _known_keys(data: Any, loc: tuple) -> list[str]:

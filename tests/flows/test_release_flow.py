@@ -23,6 +23,20 @@ def run_release(**params):
     return state, state.result(raise_on_failure=False)
 
 
+def run_artifacts(flow_run_id) -> dict[str, str]:
+    """The markdown/table artifacts a flow run published, by key."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    return {a.key: str(a.data) for a in asyncio.run(read()) if a.key}
+
+
 def alias_version(lam, name: str) -> str | None:
     try:
         return lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"]
@@ -86,6 +100,8 @@ def test_a_failing_smoke_check_rolls_dev_back_and_leaves_staging_and_prod_untouc
         assert versions(lam, f"{repo.app}-{env}") == ["1"]
     statuses = {o["environment"]: o["status"] for o in err.evidence["outcomes"]}
     assert statuses == {"dev": "rolled-back", "staging": "not-reached", "prod": "not-reached"}
+    report = run_artifacts(state.state_details.flow_run_id)[f"release-{repo.app}"]
+    assert "FAILED" in report and "| dev | rolled-back |" in report
 
 
 def test_failing_tests_stop_the_release_before_anything_is_published(prefect_api, clients, app_repo):
@@ -101,6 +117,8 @@ def test_failing_tests_stop_the_release_before_anything_is_published(prefect_api
     assert store_keys(s3, prefect_api["bucket"], repo.app) == []
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function(FunctionName=f"{repo.app}-dev")
+    report = run_artifacts(state.state_details.flow_run_id)["release-failure"]
+    assert "FAILED at test" in report and "- `tests/test_more.py::test_breaks`" in report
 
 
 def test_a_hostile_repo_url_is_refused_before_anything_runs(prefect_api, tmp_path):

@@ -132,3 +132,13 @@ def test_missing_spec_file_says_how_to_fix(tmp_path):
     with pytest.raises(SpecError) as info:
         load_spec(tmp_path)
     assert "add slipway.yaml at the repo root or pass --spec PATH" in str(info.value)
+
+
+def test_reserved_lambda_environment_variables_are_refused():
+    text = GOOD.replace("  runtime: python3.11", "  runtime: python3.11\n  environment: {AWS_REGION: eu-west-1}")
+    assert error_of(text) == "slipway.yaml: artifact.environment: environment variable 'AWS_REGION' is reserved by Lambda; choose another name"
+
+
+def test_environment_variable_names_are_checked_per_environment():
+    text = GOOD.replace("  - name: prod", "  - name: prod\n    environment: {'1BAD': x}")
+    assert "environments[2].environment: environment variable name '1BAD' must start with a letter" in error_of(text)
