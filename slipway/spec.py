@@ -13,10 +13,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slipway.errors import SpecError
 
@@ -49,6 +49,9 @@ def _env_vars(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+EnvVars = Annotated[dict[str, str], AfterValidator(_env_vars)]
+
+
 def _relative_path(value: str, field: str) -> str:
     path = Path(value)
     if path.is_absolute() or ".." in path.parts:
@@ -64,17 +67,12 @@ class LambdaZipArtifact(_Strict):
     requirements: str | None = Field(default=None, description="vendored into the zip for the target platform")
     timeout: int = Field(default=30, ge=1, le=900, description="seconds")
     memory: int = Field(default=256, ge=128, le=10240, description="MB")
-    environment: dict[str, str] = Field(default_factory=dict, description="function environment variables")
+    environment: EnvVars = Field(default_factory=dict, description="function environment variables")
 
     @field_validator("source", "requirements")
     @classmethod
     def paths_stay_inside_the_repo(cls, value: str | None, info) -> str | None:
         return None if value is None else _relative_path(value, info.field_name)
-
-    @field_validator("environment")
-    @classmethod
-    def environment_variable_names_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
-        return _env_vars(value)
 
     @field_validator("handler")
     @classmethod
@@ -134,7 +132,7 @@ class Environment(_Strict):
     target: str | None = Field(default=None, description="name of the slipway-lambda-target block (default: the environment's name, then 'default')")
     function_name: str | None = Field(default=None, description="default {app}-{env}")
     alias: str = "live"
-    environment: dict[str, str] = Field(default_factory=dict, description="extra function environment variables for this environment")
+    environment: EnvVars = Field(default_factory=dict, description="extra function environment variables for this environment")
 
     @field_validator("name")
     @classmethod
@@ -142,11 +140,6 @@ class Environment(_Strict):
         if not NAME_RE.fullmatch(value):
             raise ValueError(f"{value!r} must be lowercase letters, digits and dashes (at most 40)")
         return value
-
-    @field_validator("environment")
-    @classmethod
-    def environment_variable_names_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
-        return _env_vars(value)
 
     @field_validator("alias")
     @classmethod

@@ -17,13 +17,16 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.blocks.system import Secret
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from pydantic import SecretStr
 
 import slipway
 from blocks import ArtifactStoreBlock, LambdaTargetBlock, aws_clients
 from slipway import rollout
 from slipway.aws import is_transient
 from slipway.build import build_lambda_zip
+from slipway.errors import CredentialsError
 from slipway.gitsource import Checkout, clone_at_ref
 from slipway.lambda_target import LambdaSettings
 from slipway.ledger import EnvHead, Ledger
@@ -50,33 +53,27 @@ def _load_block_for_run(block_cls: type, name: str, flow_run_id: str | None):
     return block_cls.load(name)
 
 
-def load_block(block_cls: type, name: str):
-    return _load_block_for_run(block_cls, name, str(flow_run.get_id() or ""))
+def load_block(block_cls: type, name: str, *, missing: str | None = None, hint: str = "", ref: str = "block-missing"):
+    """Load a block for this run. With ``missing``, a block that does not exist is a one-line CredentialsError."""
+    try:
+        return _load_block_for_run(block_cls, name, str(flow_run.get_id() or ""))
+    except (ValueError, ObjectNotFound) as exc:
+        if missing is None:
+            raise
+        raise CredentialsError(missing, hint=hint, ref=ref) from exc
 
 
 def open_store(store_block: str) -> tuple[ArtifactStore, Ledger]:
-    from prefect.exceptions import ObjectNotFound
-
-    from slipway.errors import CredentialsError
-
-    try:
-        block = load_block(ArtifactStoreBlock, store_block)
-    except (ValueError, ObjectNotFound) as exc:
-        raise CredentialsError(
-            f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
-            hint="run `slipway local up` (local stack) or create the block (README: Blocks)",
-            ref="store-block-missing",
-        ) from exc
+    block = load_block(
+        ArtifactStoreBlock, store_block, missing=f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
+        hint="run `slipway local up` (local stack) or create the block (README: Blocks)", ref="store-block-missing",
+    )
     (s3,) = aws_clients(block.credentials, "s3")
     return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id)
 
 
 def resolve_target_block(env_name: str, explicit: str | None) -> tuple[str, LambdaTargetBlock]:
     """The spec's ``target``, else a block named after the environment, else ``default``."""
-    from prefect.exceptions import ObjectNotFound
-
-    from slipway.errors import CredentialsError
-
     names = [explicit] if explicit else [env_name, "default"]
     for name in names:
         try:
@@ -131,20 +128,11 @@ def check_artifact_store(store_block: str) -> None:
 def clone_repo(repo_url: str, ref: str, git_token_block: str | None = None) -> Checkout:
     token = None
     if git_token_block:
-        from prefect.exceptions import ObjectNotFound
-
-        from slipway.errors import CredentialsError
-
-        try:
-            token = Secret.load(git_token_block).get()
-        except (ValueError, ObjectNotFound) as exc:
-            raise CredentialsError(
-                f"no Secret block named {git_token_block!r} for the git token",
-                hint="create it (prefect block create secret, or Secret(value=...).save(NAME)) or drop --git-token-block",
-                ref="git-token-block-missing",
-            ) from exc
-    from pydantic import SecretStr
-
+        secret = load_block(
+            Secret, git_token_block, missing=f"no Secret block named {git_token_block!r} for the git token",
+            hint="create it (Secret(value=...).save(NAME)) or drop --git-token-block", ref="git-token-block-missing",
+        )
+        token = secret.get()
     checkout = clone_at_ref(repo_url, ref, token=SecretStr(token) if token else None)
     get_run_logger().info("cloned %s at %s → %s (%s)", checkout.repo_url, ref, checkout.commit, checkout.subject)
     return checkout
