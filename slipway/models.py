@@ -100,3 +100,15 @@ class StageOutcome(_Model):
     live_release_id: str | None = None
     live_version: str | None = None
     message: str = ""
+
+
+class ImageRef(_Model):
+    """A pushed container image, always addressed by digest when deployed."""
+
+    repository: str  # registry host[:port]/name, e.g. 127.0.0.1:5000/hello-service
+    tag: str  # derived from the commit, never the clock
+    digest: str  # sha256:... (the registry's manifest digest)
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.repository}@{self.digest}"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["docker_fixtures"]
+
 SESSION_TMP = Path(tempfile.mkdtemp(prefix="slipway-tests-"))
 for _key in list(os.environ):
     if _key.startswith(("PREFECT_", "AWS_")) or _key in ("SLIPWAY_HOME",):
