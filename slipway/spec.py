@@ -96,6 +96,47 @@ class LambdaZipArtifact(_Strict):
     def handler_function(self) -> str:
         return self.handler.rsplit(".", 1)[1]
 
+    def build_inputs(self) -> dict:
+        return self.model_dump(mode="json", include={"type", "source", "runtime", "requirements"})
+
+
+class DockerImageArtifact(_Strict):
+    type: Literal["docker-image"]
+    dockerfile: str = Field(default="Dockerfile", description="path inside context")
+    context: str = Field(default=".", description="build context directory")
+    build_args: dict[str, str] = Field(default_factory=dict)
+    platform: str | None = Field(default=None, description="e.g. linux/amd64")
+    port_env: str = Field(default="PORT", description="environment variable the service reads its listening port from")
+    health_path: str = Field(default="/health", description="polled until 200 before traffic is switched")
+    environment: EnvVars = Field(default_factory=dict, description="container environment variables (all environments)")
+
+    @field_validator("dockerfile", "context")
+    @classmethod
+    def paths_stay_inside_the_repo(cls, value: str, info) -> str:
+        return _relative_path(value, info.field_name)
+
+    @field_validator("platform")
+    @classmethod
+    def platform_is_os_slash_arch(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", value):
+            raise ValueError(f"{value!r} is not a platform like linux/amd64")
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def health_path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with /, e.g. /health")
+        return value
+
+    def build_inputs(self) -> dict:
+        return self.model_dump(mode="json", include={"type", "dockerfile", "context", "build_args", "platform"})
+
+
+LAMBDA_ONLY_FIELDS = set(LambdaZipArtifact.model_fields) - set(DockerImageArtifact.model_fields)
+DOCKER_ONLY_FIELDS = set(DockerImageArtifact.model_fields) - set(LambdaZipArtifact.model_fields)
+Artifact = Annotated[LambdaZipArtifact | DockerImageArtifact, Field(discriminator="type")]
+
 
 class TestConfig(_Strict):
     __test__ = False  # not a pytest class
@@ -109,10 +150,28 @@ class TestConfig(_Strict):
         return [_relative_path(v, "requirements") for v in value]
 
 
+class HttpRequest(_Strict):
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    path: str = "/"
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with /")
+        return value
+
+
 class SmokeCheck(_Strict):
+    """A Lambda check (``event`` + ``expect`` as a subset of the reply) or an HTTP check (``request`` +
+    ``expect: {status, body_contains}``), by artifact type."""
+
     name: str = Field(min_length=1, max_length=64)
-    event: Any = Field(default_factory=dict)
-    expect: dict[str, Any] = Field(default_factory=dict, description="subset match on the returned JSON")
+    event: Any = None
+    request: HttpRequest | None = None
+    expect: dict[str, Any] = Field(default_factory=dict, description="Lambda: subset match on the returned JSON; HTTP: status, body_contains")
 
 
 class VerifyConfig(_Strict):
@@ -127,9 +186,13 @@ class VerifyConfig(_Strict):
         return self
 
 
+TargetType = Literal["lambda", "docker-host", "ecs"]
+
+
 class Environment(_Strict):
     name: str
-    target: str | None = Field(default=None, description="name of the slipway-lambda-target block (default: the environment's name, then 'default')")
+    type: TargetType | None = Field(default=None, description="lambda for lambda-zip; docker-host (default) or ecs for docker-image")
+    target: str | None = Field(default=None, description="name of the target block (default: the environment's name, then 'default')")
     function_name: str | None = Field(default=None, description="default {app}-{env}")
     alias: str = "live"
     environment: EnvVars = Field(default_factory=dict, description="extra function environment variables for this environment")
@@ -151,7 +214,7 @@ class Environment(_Strict):
 
 class Spec(_Strict):
     app: str
-    artifact: LambdaZipArtifact
+    artifact: Artifact
     test: TestConfig | None = None
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     environments: list[Environment] = Field(min_length=1)
@@ -162,6 +225,30 @@ class Spec(_Strict):
         if not NAME_RE.fullmatch(value):
             raise ValueError(f"{value!r} must be lowercase letters, digits and dashes, 1-40 characters, e.g. hello-api")
         return value
+
+    @model_validator(mode="after")
+    def targets_and_checks_fit_the_artifact(self) -> "Spec":
+        lambda_zip = self.artifact.type == "lambda-zip"
+        allowed = ("lambda",) if lambda_zip else ("docker-host", "ecs")
+        for i, env in enumerate(self.environments):
+            if env.type is not None and env.type not in allowed:
+                raise ValueError(
+                    f"environments[{i}].type {env.type!r} cannot run a {self.artifact.type} artifact; use {' or '.join(allowed)}"
+                )
+            if not lambda_zip and (env.function_name or env.alias != "live"):
+                raise ValueError(f"environments[{i}]: function_name and alias are Lambda settings; remove them for a docker-image artifact")
+        for check in self.verify.smoke:
+            if lambda_zip and check.request is not None:
+                raise ValueError(f"verify.smoke {check.name!r}: request is for docker-image artifacts; a Lambda check takes event")
+            if not lambda_zip and check.event is not None:
+                raise ValueError(f"verify.smoke {check.name!r}: event is for lambda-zip artifacts; an HTTP check takes request")
+            if not lambda_zip and set(check.expect) - {"status", "body_contains"}:
+                extra = ", ".join(sorted(set(check.expect) - {"status", "body_contains"}))
+                raise ValueError(f"verify.smoke {check.name!r}: HTTP expect takes status and body_contains, not {extra}")
+        return self
+
+    def target_type(self, env: "Environment") -> str:
+        return env.type or ("lambda" if self.artifact.type == "lambda-zip" else "docker-host")
 
     @model_validator(mode="after")
     def environment_names_are_unique(self) -> "Spec":
@@ -198,7 +285,7 @@ class Spec(_Strict):
         material = json.dumps(
             {
                 "commit": commit,
-                "artifact": self.artifact.model_dump(mode="json", include={"type", "source", "runtime", "requirements"}),
+                "artifact": self.artifact.build_inputs(),
                 "test": self.test.model_dump(mode="json") if self.test else None,
                 "builder": builder_version,
             },
@@ -215,7 +302,7 @@ def _loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("lambda-zip",):  # discriminator tags add no information
+        elif part in ("lambda-zip", "docker-image"):  # discriminator tags add no information
             continue
         else:
             out += f".{part}" if out else str(part)
@@ -223,23 +310,26 @@ def _loc(loc: tuple) -> str:
 
 
 def _known_keys(data: Any, loc: tuple) -> list[str]:
+    """The keys allowed where an unknown key was found (for "did you mean")."""
+    tags = {"lambda-zip": LambdaZipArtifact, "docker-image": DockerImageArtifact}
     model: type[BaseModel] = Spec
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
+        if part in tags:
+            model = tags[part]
+            continue
         field = model.model_fields.get(part)
         if field is None:
             return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        for cand in candidates:
+        found = None
+        for cand in [field.annotation, *getattr(field.annotation, "__args__", ())]:
             for sub in [cand, *getattr(cand, "__args__", ())]:
                 if isinstance(sub, type) and issubclass(sub, BaseModel):
-                    model = sub
-                    break
-            else:
-                continue
-            break
+                    found = found or sub
+        if found is None:
+            return []
+        model = found
     return list(model.model_fields)
 
 
@@ -247,6 +337,12 @@ def _format_error(err: dict, source: str, data: Any) -> str:
     loc = tuple(err.get("loc", ()))
     where = _loc(loc)
     kind = err.get("type")
+    if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "artifact":
+        key, art_type = str(loc[-1]), loc[1]
+        if art_type == "docker-image" and key in LAMBDA_ONLY_FIELDS:
+            return f"{source}: {where}: {key!r} is a lambda-zip field; a docker-image artifact does not take it (remove it)"
+        if art_type == "lambda-zip" and key in DOCKER_ONLY_FIELDS:
+            return f"{source}: {where}: {key!r} is a docker-image field; a lambda-zip artifact does not take it (remove it)"
     if kind == "extra_forbidden":
         key = str(loc[-1])
         known = _known_keys(data, loc)
@@ -255,10 +351,8 @@ def _format_error(err: dict, source: str, data: Any) -> str:
         return f"{source}: {where}: unknown key; {fix}"
     if kind == "missing":
         return f"{source}: {where}: required field is missing; add it (see the slipway.yaml reference in README.md)"
-    if kind in ("literal_error",) and loc and loc[-1] == "type":
-        return f"{source}: {where}: unsupported artifact type; use type: lambda-zip"
-    if kind == "union_tag_invalid":
-        return f"{source}: {where}: unsupported artifact type; use type: lambda-zip"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return f"{source}: {where}.type: unsupported artifact type; use type: lambda-zip or type: docker-image"
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
     return f"{source}: {where}: {msg}"
@@ -304,8 +398,23 @@ def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
 
 
 def check_spec_against_checkout(spec: Spec, repo_dir: Path) -> None:
-    """Checks that need the source tree: source dir, handler module and function, requirement files."""
+    """Checks that need the source tree: source dir, handler module and function, requirement files
+    (lambda-zip); context and Dockerfile (docker-image)."""
     art = spec.artifact
+    if isinstance(art, DockerImageArtifact):
+        context = repo_dir / art.context
+        if not context.is_dir():
+            raise SpecError(f"slipway.yaml: artifact.context: directory {art.context!r} not found in the repository", hint="point it at the build context")
+        if not (context / art.dockerfile).is_file():
+            raise SpecError(
+                f"slipway.yaml: artifact.dockerfile: no {art.dockerfile} in context {art.context}",
+                hint="add a Dockerfile or set artifact.dockerfile",
+                ref="dockerfile-missing",
+            )
+        for rel in spec.test.requirements if spec.test else []:
+            if not (repo_dir / rel).is_file():
+                raise SpecError(f"slipway.yaml: requirements file {rel!r} not found in the repository", hint="add the file or remove it from the spec")
+        return
     source = repo_dir / art.source
     if not source.is_dir():
         raise SpecError(f"slipway.yaml: artifact.source: directory {art.source!r} not found in the repository", hint="point it at the directory holding the handler")

@@ -84,7 +84,8 @@ def run_smoke_checks(lam, function: str, qualifier: str, checks: list[dict], exp
     """Run every check (not just up to the first failure: the evidence helps). ``checks`` are SmokeCheck dicts."""
     results = []
     for check in checks:
-        result = invoke_check(lam, function, qualifier, check["name"], check.get("event", {}), check.get("expect", {}))
+        event = check.get("event")
+        result = invoke_check(lam, function, qualifier, check["name"], {} if event is None else event, check.get("expect") or {})
         if result.passed and expected_version and result.executed_version and result.executed_version != expected_version:
             result = result.model_copy(update={
                 "passed": False,

@@ -65,7 +65,9 @@ def test_missing_field_is_named():
 
 
 def test_unsupported_artifact_type_is_named():
-    assert error_of(GOOD.replace("type: lambda-zip", "type: tarball")) == "slipway.yaml: artifact.type: unsupported artifact type; use type: lambda-zip"
+    assert error_of(GOOD.replace("type: lambda-zip", "type: tarball")) == (
+        "slipway.yaml: artifact.type: unsupported artifact type; use type: lambda-zip or type: docker-image"
+    )
 
 
 def test_duplicate_environment_names_are_refused():
@@ -142,3 +144,58 @@ def test_reserved_lambda_environment_variables_are_refused():
 def test_environment_variable_names_are_checked_per_environment():
     text = GOOD.replace("  - name: prod", "  - name: prod\n    environment: {'1BAD': x}")
     assert "environments[2].environment: environment variable name '1BAD' must start with a letter" in error_of(text)
+
+
+DOCKER = """
+app: hello-service
+artifact:
+  type: docker-image
+  dockerfile: Dockerfile
+  context: .
+  build_args: {PY: "3.11"}
+verify:
+  smoke:
+    - name: health
+      request: {method: GET, path: /health}
+      expect: {status: 200, body_contains: ok}
+environments:
+  - name: dev
+  - name: prod
+    type: ecs
+"""
+
+
+def test_a_docker_image_spec_parses_with_target_types():
+    spec = parse_spec(DOCKER)
+    assert spec.artifact.type == "docker-image" and spec.artifact.port_env == "PORT"
+    assert [spec.target_type(e) for e in spec.environments] == ["docker-host", "ecs"]
+    assert spec.verify.smoke[0].request.path == "/health"
+
+
+def test_a_lambda_field_in_a_docker_image_artifact_is_named_as_such():
+    text = DOCKER.replace("  context: .", "  context: .\n  handler: app.handler")
+    assert error_of(text) == (
+        "slipway.yaml: artifact.handler: 'handler' is a lambda-zip field; a docker-image artifact does not take it (remove it)"
+    )
+
+
+def test_a_docker_field_in_a_lambda_artifact_is_named_as_such():
+    text = GOOD.replace("  runtime: python3.11", "  runtime: python3.11\n  dockerfile: Dockerfile")
+    assert error_of(text) == (
+        "slipway.yaml: artifact.dockerfile: 'dockerfile' is a docker-image field; a lambda-zip artifact does not take it (remove it)"
+    )
+
+
+def test_target_type_must_fit_the_artifact():
+    assert "environments[0].type 'docker-host' cannot run a lambda-zip artifact; use lambda" in error_of(
+        GOOD.replace("  - name: dev", "  - name: dev\n    type: docker-host")
+    )
+
+
+def test_http_checks_take_request_and_lambda_checks_take_event():
+    assert "request is for docker-image artifacts" in error_of(GOOD.replace('event: {"path": "/health"}', "request: {path: /health}"))
+    assert "HTTP expect takes status and body_contains, not statusCode" in error_of(DOCKER.replace("expect: {status: 200, body_contains: ok}", "expect: {statusCode: 200}"))
+
+
+def test_unknown_key_in_a_docker_artifact_suggests_the_docker_field():
+    assert error_of(DOCKER.replace("  context: .", "  contxt: .")) == "slipway.yaml: artifact.contxt: unknown key; did you mean 'context'?"
