@@ -8,6 +8,7 @@ environments are not touched, and the release ends Failed naming the stage, the 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from slipway import BUILDER_VERSION
 from slipway.errors import ReleaseFailed, SlipwayError, SpecError
-from slipway.lambda_target import check_function_name
 from slipway.gitsource import discard_checkout, validate_ref, validate_repo_url
 from slipway.models import ArtifactRef, StageOutcome
 from slipway.planning import plan_rollout, select_environments
@@ -59,13 +59,14 @@ def rollback(
     """
     _, ledger = t.open_store(store_block)
     head = ledger.head(app, environment)
-    if head.function is None:
+    location = head.location or ({"function": head.function, "alias": head.alias or "live"} if head.function else None)
+    if not location:
         raise ReleaseFailed(
             f"nothing has been deployed to {app}/{environment}", hint="check the app and environment names (`slipway history APP`)",
             ref="nothing-deployed",
         )
-    ctx_args = dict(app=app, env_name=environment, store_block=store_block, function=head.function, alias=head.alias or "live",
-                    target_block=head.target_block)
+    ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=head.target_type or "lambda",
+                    location=location, target_block=head.target_block)
     outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id)
     publish_history_artifact(store_block, app, environment)
     return outcome
@@ -106,16 +107,15 @@ def deploy_environment(
     store_block: str = "default",
 ) -> dict:
     env = spec.environment(environment)
-    function = t.function_name_for(spec, environment, env.target)
-    checks = [c.model_dump(mode="json") for c in spec.verify.smoke]
-    ctx_args = dict(app=app, env_name=environment, store_block=store_block, function=function, alias=env.alias,
-                    target_block=env.target, spec=spec, checks=checks)
+    checks = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
+    ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=spec.target_type(env),
+                    location=t.location_for(spec, environment), target_block=env.target, spec=spec, checks=checks)
     if reconcile_first:
         t.reconcile_environment(ctx_args)
     if action == "verify-live":
         started_seq, version = t.begin_reverify(ctx_args, artifact)
     else:
-        deployed = t.publish_lambda_version(ctx_args, artifact)
+        deployed = t.prepare_version(ctx_args, artifact)
         started_seq = t.shift_traffic(ctx_args, artifact, deployed)
         version = deployed.version
     result = t.verify_release(ctx_args, artifact, version, started_seq)
@@ -162,17 +162,16 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
     names = [e.name for e in spec.environments]
     heads = t.read_heads(store_block, spec.app, names)
     plan_rollout(spec, checkout.commit, heads, only)  # validates --only and promotion gates before any build
-    functions: dict[tuple[str, str], str] = {}
+    locations: dict[str, str] = {}
     for env_name in select_environments(spec, only):  # targets must resolve before anything is built
-        env = spec.environment(env_name)
-        where = (check_function_name(t.function_name_for(spec, env_name, env.target)), env.alias)
-        if where in functions:
+        where = json.dumps(t.location_for(spec, env_name), sort_keys=True)
+        if where in locations:
             raise SpecError(
-                f"slipway.yaml: environments {functions[where]} and {env_name} would share {where[0]}:{where[1]}",
-                hint="give each environment its own function_name (or a target whose template has {env})",
+                f"slipway.yaml: environments {locations[where]} and {env_name} would be served by the same target ({where})",
+                hint="give each environment its own function_name / service (or a target whose template has {env})",
                 ref="shared-function",
             )
-        functions[where] = env_name
+        locations[where] = env_name
 
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
     artifact = t.find_published_artifact(store_block, spec.app, build_key)

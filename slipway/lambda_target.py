@@ -177,3 +177,47 @@ def remove_alias(lam, name: str, alias: str) -> None:
     except ClientError as exc:
         if error_code(exc) != "ResourceNotFoundException":
             raise translate(exc, RollbackError, "remove the alias", target=f"{name}:{alias}") from exc
+
+
+class LambdaTarget:
+    """An environment served by a Lambda alias: the ``Target`` that rollout.py drives (see targets.py)."""
+
+    type = "lambda"
+
+    def __init__(self, lam, settings: LambdaSettings, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.lam = lam
+        self.settings = settings
+        self.sleep = sleep
+
+    @property
+    def name(self) -> str:
+        return f"{self.settings.function_name}:{self.settings.alias}"
+
+    def location(self) -> dict:
+        return {"function": self.settings.function_name, "alias": self.settings.alias}
+
+    def default_check(self) -> dict:
+        return {"name": "invoke", "event": {}, "expect": {}}
+
+    def prepare(self, artifact: ArtifactRef) -> DeployResult:
+        return publish_version(self.lam, self.settings, artifact, self.sleep)
+
+    def serving(self) -> str | None:
+        return alias_version(self.lam, self.settings.function_name, self.settings.alias)
+
+    def point(self, version: str, release=None, *, error_cls=DeployError) -> None:
+        point_alias(self.lam, self.settings.function_name, self.settings.alias, version, error_cls=error_cls)
+
+    def remove(self) -> None:
+        remove_alias(self.lam, self.settings.function_name, self.settings.alias)
+
+    def verify(self, checks: list[dict], expected_version: str):
+        from slipway.verify import run_smoke_checks
+
+        return run_smoke_checks(self.lam, self.settings.function_name, self.settings.alias, checks or [self.default_check()], expected_version)
+
+    def settle(self, live_version: str) -> None:
+        """Nothing to clean up: Lambda versions are immutable and cheap to keep."""
+
+    def discard(self, version: str) -> None:
+        """A failed version stays published (AWS keeps versions); only the alias decides what serves."""

@@ -76,6 +76,7 @@ class LiveRelease(BaseModel):
     commit: str | None = None
     verified_at: str | None = None
     checks: list[dict[str, Any]] = Field(default_factory=list, description="smoke checks it passed (re-run on rollback)")
+    image: str | None = None  # repo@sha256:... for container releases (what a rollback runs again)
 
 
 class InProgress(BaseModel):
@@ -106,6 +107,8 @@ class EnvHead(BaseModel):
     function: str | None = None  # where the environment is served: recorded at deploy time so that
     alias: str | None = None  # rollback and history work without the app's spec
     target_block: str | None = None
+    target_type: str | None = None  # lambda | docker-host | ecs
+    location: dict[str, Any] = Field(default_factory=dict)  # the target's own coordinates (function/alias, endpoint, service)
     rolled_away: list[str] = Field(default_factory=list, description="releases rolled back from: not chosen again automatically")
 
     @property
@@ -141,7 +144,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
     h.last_seq = max(h.last_seq, entry.seq)
     h.updated_at = entry.at
     kind = entry.kind
-    for key in ("function", "alias", "target_block"):
+    for key in ("function", "alias", "target_block", "target_type", "location"):
         if entry.detail.get(key):
             setattr(h, key, entry.detail[key])
     if kind == "deploy-started":
@@ -162,7 +165,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
     elif kind == "verified":
         release = LiveRelease(
             release_id=entry.release_id or "?", version=entry.version or "?", artifact_sha256=entry.artifact_sha256,
-            commit=entry.commit, verified_at=entry.at, checks=list(entry.detail.get("checks", [])),
+            commit=entry.commit, verified_at=entry.at, checks=list(entry.detail.get("checks", [])), image=entry.detail.get("image"),
         )
         h.live = release
         h.serving_version = release.version

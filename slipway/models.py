@@ -23,10 +23,11 @@ class ArtifactRef(_Model):
     commit: str
     release_id: str
     reused: bool = False
+    image: "ImageRef | None" = None  # container releases: the pushed image (deployed by digest)
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+        return self.image.pinned if self.image else f"s3://{self.bucket}/{self.key}"
 
     @property
     def code_sha256_b64(self) -> str:
@@ -112,3 +113,6 @@ class ImageRef(_Model):
     @property
     def pinned(self) -> str:
         return f"{self.repository}@{self.digest}"
+
+
+ArtifactRef.model_rebuild()

@@ -11,46 +11,38 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from slipway.errors import DeployError, RollbackError, VerificationFailed
-from slipway.lambda_target import LambdaSettings, alias_version, point_alias, publish_version, remove_alias
 from slipway.ledger import EnvHead, Ledger, LiveRelease
 from slipway.models import ArtifactRef, DeployResult, VerifyResult
-from slipway.verify import failure_error, run_smoke_checks
-
-
-# With no smoke checks in the spec, a deploy is still verified by one invocation that must not fail.
-DEFAULT_CHECK = {"name": "invoke", "event": {}, "expect": {}}
+from slipway.targets import Target
+from slipway.verify import failure_error
 
 
 @dataclass
 class EnvContext:
-    """One app + environment: the clients and settings every step needs."""
+    """One app + environment: the ledger, the target that serves it, and the smoke checks.
 
-    lam: object
+    With no smoke checks in the spec, a deploy is still verified by the target's default check (one Lambda
+    invocation that must not fail; one GET of the health path)."""
+
     ledger: Ledger
     app: str
     environment: str
-    settings: LambdaSettings
+    target: Target
     checks: list[dict] = field(default_factory=list)
     run_id: str | None = None
     target_block: str | None = None
-    sleep: Callable[[float], None] | None = None
 
     @property
-    def function(self) -> str:
-        return self.settings.function_name
-
-    @property
-    def alias(self) -> str:
-        return self.settings.alias
+    def effective_checks(self) -> list[dict]:
+        return self.checks or [self.target.default_check()]
 
     def head(self) -> EnvHead:
         return self.ledger.head(self.app, self.environment)
 
 
 def publish(ctx: EnvContext, artifact: ArtifactRef) -> DeployResult:
-    kwargs = {"sleep": ctx.sleep} if ctx.sleep else {}
-    result = publish_version(ctx.lam, ctx.settings, artifact, **kwargs)
-    return result.model_copy(update={"environment": ctx.environment})
+    """Make a new version on the target; nothing live changes."""
+    return ctx.target.prepare(artifact).model_copy(update={"environment": ctx.environment})
 
 
 def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) -> int:
@@ -61,8 +53,10 @@ def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) ->
         artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id, message=message,
         detail={
             "from_release": head.live.release_id if head.live else None,
-            "from_version": alias_version(ctx.lam, ctx.function, ctx.alias),
-            "function": ctx.function, "alias": ctx.alias, "target_block": ctx.target_block,
+            "from_version": ctx.target.serving(),
+            "target_type": ctx.target.type, "location": ctx.target.location(), "target_block": ctx.target_block,
+            "image": artifact.image.pinned if artifact.image else None,
+            **ctx.target.location(),
         },
     )
     return entry.seq
@@ -71,12 +65,12 @@ def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) ->
 def shift_traffic(ctx: EnvContext, artifact: ArtifactRef, deployed: DeployResult) -> int:
     """Record intent, move the alias to the new version (100%), record that it moved. Returns the
     sequence number of the ``deploy-started`` entry, which ``verify`` checks is still ours."""
-    seq = begin(ctx, artifact, deployed.version, f"moving {ctx.function}:{ctx.alias} to version {deployed.version}")
-    point_alias(ctx.lam, ctx.function, ctx.alias, deployed.version)
+    seq = begin(ctx, artifact, deployed.version, f"moving {ctx.target.name} to version {deployed.version}")
+    ctx.target.point(deployed.version)
     ctx.ledger.record(
         ctx.app, ctx.environment, "deployed", release_id=artifact.release_id, version=deployed.version,
         artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id,
-        message=f"{ctx.function}:{ctx.alias} → version {deployed.version}",
+        message=f"{ctx.target.name} → version {deployed.version}",
     )
     return seq
 
@@ -96,7 +90,7 @@ def verify(ctx: EnvContext, artifact: ArtifactRef, version: str, started_seq: in
     another run (a reconcile, a manual rollback) changed the environment meanwhile, this run must not
     claim the environment is live on its release.
     """
-    result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, ctx.checks or [DEFAULT_CHECK], expected_version=version)
+    result = ctx.target.verify(ctx.effective_checks, version)
     common = dict(release_id=artifact.release_id, version=version, artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id)
     if result.passed:
         current = ctx.head().in_progress
@@ -109,8 +103,11 @@ def verify(ctx: EnvContext, artifact: ArtifactRef, version: str, started_seq: in
             )
         ctx.ledger.record(
             ctx.app, ctx.environment, "verified", message=f"{len(result.checks)} smoke check(s) passed",
-            detail={"checks": ctx.checks or [DEFAULT_CHECK], "results": [c.model_dump(mode="json") for c in result.checks]}, **common,
+            detail={"checks": ctx.effective_checks, "results": [c.model_dump(mode="json") for c in result.checks],
+                    "image": artifact.image.pinned if artifact.image else None},
+            **common,
         )
+        ctx.target.settle(version)
         return result
     err = failure_error(result, ctx.environment)
     ctx.ledger.record(ctx.app, ctx.environment, "verify-failed", message=err.message, detail=err.evidence, **common)
@@ -174,7 +171,7 @@ def roll_back(
                 ref="nothing-to-roll-back-to",
             )
     leaving = ip.release_id if ip is not None and ip.kind == "deploy" else (head.live.release_id if head.live else None)
-    serving = alias_version(ctx.lam, ctx.function, ctx.alias)
+    serving = ctx.target.serving()
     ctx.ledger.record(
         ctx.app, ctx.environment, "rollback-started", release_id=target.release_id if target else None,
         version=target.version if target else None, run_id=ctx.run_id,
@@ -183,14 +180,14 @@ def roll_back(
     )
     try:
         if target is None and restore_version:
-            point_alias(ctx.lam, ctx.function, ctx.alias, restore_version, error_cls=RollbackError)
-            message = f"no verified release existed; alias {ctx.alias} back on version {restore_version}, which it served before"
+            ctx.target.point(restore_version, error_cls=RollbackError)
+            message = f"no verified release existed; {ctx.target.name} back on version {restore_version}, which it served before"
         elif target is None:
-            remove_alias(ctx.lam, ctx.function, ctx.alias)
-            message = f"no verified release existed; removed alias {ctx.alias} so the failed version serves nothing"
+            ctx.target.remove()
+            message = f"no verified release existed; {ctx.target.name} no longer serves the failed version"
         else:
-            point_alias(ctx.lam, ctx.function, ctx.alias, target.version, error_cls=RollbackError)
-            result = run_smoke_checks(ctx.lam, ctx.function, ctx.alias, target.checks or [DEFAULT_CHECK], expected_version=target.version)
+            ctx.target.point(target.version, target, error_cls=RollbackError)
+            result = ctx.target.verify(target.checks or [ctx.target.default_check()], target.version)
             if not result.passed:
                 failed = result.first_failure
                 raise RollbackError(
@@ -200,6 +197,8 @@ def roll_back(
                     evidence={"checks": [c.model_dump(mode="json") for c in result.checks]},
                 )
             message = f"back on {target.release_id} (version {target.version}), re-verified"
+        if serving and serving != (target.version if target else restore_version):
+            ctx.target.discard(serving)
     except Exception as exc:
         text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
         ctx.ledger.record(

@@ -26,9 +26,9 @@ from blocks import ArtifactStoreBlock, LambdaTargetBlock, aws_clients
 from slipway import rollout
 from slipway.aws import is_transient
 from slipway.build import build_lambda_zip
-from slipway.errors import CredentialsError
+from slipway.errors import CredentialsError, DeployError
 from slipway.gitsource import Checkout, clone_at_ref
-from slipway.lambda_target import LambdaSettings
+from slipway.lambda_target import LambdaSettings, LambdaTarget, check_function_name
 from slipway.ledger import EnvHead, Ledger
 from slipway.models import ArtifactRef, DeployResult, Provenance, VerifyResult
 from slipway.spec import Spec, check_spec_against_checkout, load_spec
@@ -72,49 +72,73 @@ def open_store(store_block: str) -> tuple[ArtifactStore, Ledger]:
     return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id)
 
 
-def resolve_target_block(env_name: str, explicit: str | None) -> tuple[str, LambdaTargetBlock]:
+def resolve_target_block(env_name: str, explicit: str | None, block_cls: type = LambdaTargetBlock) -> tuple[str, object]:
     """The spec's ``target``, else a block named after the environment, else ``default``."""
     names = [explicit] if explicit else [env_name, "default"]
     for name in names:
         try:
-            return name, load_block(LambdaTargetBlock, name)
+            return name, load_block(block_cls, name)
         except (ValueError, ObjectNotFound):
             continue
+    slug = block_cls.get_block_type_slug()
     raise CredentialsError(
-        f"no slipway-lambda-target block for environment {env_name!r} (looked for {', '.join(names)})",
+        f"no {slug} block for environment {env_name!r} (looked for {', '.join(names)})",
         hint="create one (see README: Blocks) or run `slipway local up` for the local stack",
         ref="target-block-missing",
     )
 
 
+def _lambda_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
+    (lam,) = aws_clients(block.credentials, "lambda", region=block.region, read_timeout=read_timeout)
+    art = spec.artifact if spec is not None else None
+    env = spec.environment(env_name) if spec is not None else None
+    settings = LambdaSettings(
+        function_name=location["function"], alias=location.get("alias") or "live", role_arn=block.role_arn,
+        handler=art.handler if art else "", runtime=art.runtime if art else "",
+        timeout=art.timeout if art else 30, memory=art.memory if art else 256,
+        environment={**art.environment, **env.environment} if art else {},
+    )
+    return LambdaTarget(lam, settings)
+
+
+def _lambda_location(spec: Spec, env_name: str, block) -> dict:
+    env = spec.environment(env_name)
+    name = env.function_name or block.function_name_template.format(app=spec.app, env=env_name)
+    return {"function": check_function_name(name), "alias": env.alias}
+
+
+# target type → (block class, target factory, location from the spec). An unknown type is an error.
+TARGETS: dict[str, tuple[type, object, object]] = {
+    "lambda": (LambdaTargetBlock, _lambda_target, _lambda_location),
+}
+
+
+def _target_kind(target_type: str) -> tuple[type, object, object]:
+    if target_type not in TARGETS:
+        raise DeployError(f"unknown target type {target_type!r}", hint=f"use one of {', '.join(TARGETS)}", ref="unknown-target-type")
+    return TARGETS[target_type]
+
+
 def env_context(
-    app: str, env_name: str, store_block: str, *, function: str, alias: str, target_block: str | None,
+    app: str, env_name: str, store_block: str, *, target_type: str = "lambda", location: dict, target_block: str | None,
     spec: Spec | None = None, checks: list[dict] | None = None, read_timeout: float = 60,
 ) -> rollout.EnvContext:
     _, ledger = open_store(store_block)
-    block_name, target = resolve_target_block(env_name, target_block)
-    (lam,) = aws_clients(target.credentials, "lambda", region=target.region, read_timeout=read_timeout)
-    if spec is not None:
-        env = spec.environment(env_name)
-        settings = LambdaSettings(
-            function_name=function, alias=alias, role_arn=target.role_arn, handler=spec.artifact.handler,
-            runtime=spec.artifact.runtime, timeout=spec.artifact.timeout, memory=spec.artifact.memory,
-            environment={**spec.artifact.environment, **env.environment},
-        )
-    else:
-        settings = LambdaSettings(function_name=function, alias=alias, role_arn=target.role_arn, handler="", runtime="")
+    block_cls, factory, _ = _target_kind(target_type)
+    block_name, block = resolve_target_block(env_name, target_block, block_cls)
+    target = factory(app, env_name, location, block, spec, read_timeout)
     return rollout.EnvContext(
-        lam=lam, ledger=ledger, app=app, environment=env_name, settings=settings, checks=checks or [],
+        ledger=ledger, app=app, environment=env_name, target=target, checks=checks or [],
         run_id=str(flow_run.get_id() or "") or None, target_block=block_name,
     )
 
 
-def function_name_for(spec: Spec, env_name: str, target_block: str | None) -> str:
+def location_for(spec: Spec, env_name: str) -> dict:
+    """Where an environment is served, from the spec and its target block (checked before any build)."""
     env = spec.environment(env_name)
-    if env.function_name:
-        return env.function_name
-    _, target = resolve_target_block(env_name, target_block or env.target)
-    return target.function_name_template.format(app=spec.app, env=env_name)
+    block_cls, _, locate = _target_kind(spec.target_type(env))
+    _, block = resolve_target_block(env_name, env.target, block_cls)
+    return locate(spec, env_name, block)
 
 
 # ---- pipeline tasks ------------------------------------------------------------------------------------
@@ -217,12 +241,12 @@ def reconcile_environment(ctx_args: dict) -> str | None:
     return outcome.message if outcome else None
 
 
-@task(name="publish-lambda-version", **TRANSIENT_RETRIES)
-def publish_lambda_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
+@task(name="prepare-version", **TRANSIENT_RETRIES)
+def prepare_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
     ctx = env_context(**ctx_args)
     result = rollout.publish(ctx, artifact)
     get_run_logger().info(
-        "%s version %s of %s (CodeSha256 %s)", "published" if result.new_version else "reused", result.version, result.function, result.code_sha256
+        "%s version %s on %s (%s)", "prepared" if result.new_version else "reused", result.version, ctx.target.name, result.code_sha256
     )
     return result
 
@@ -231,7 +255,7 @@ def publish_lambda_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResul
 def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult) -> int:
     ctx = env_context(**ctx_args)
     seq = rollout.shift_traffic(ctx, artifact, deployed)
-    get_run_logger().info("%s:%s → version %s (100%%)", ctx.function, ctx.alias, deployed.version)
+    get_run_logger().info("%s → version %s (100%%)", ctx.target.name, deployed.version)
     return seq
 
 

@@ -183,7 +183,7 @@ def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(p
     # a second release, driven by hand up to the point where a killed process would have stopped
     store, _ledger = open_store("default")
     artifact = store.find_build(repo.app, _build_key_of(repo, "v1"))
-    ctx = env_context(repo.app, "dev", "default", function=f"{repo.app}-dev", alias="live", target_block=None)
+    ctx = env_context(repo.app, "dev", "default", location={"function": f"{repo.app}-dev", "alias": "live"}, target_block=None)
     from slipway.models import DeployResult
 
     rollout.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",

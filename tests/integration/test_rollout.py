@@ -13,7 +13,7 @@ import pytest
 
 from slipway import rollout
 from slipway.errors import DeployError, RollbackError, VerificationFailed
-from slipway.lambda_target import LambdaSettings, alias_version
+from slipway.lambda_target import LambdaSettings, LambdaTarget, alias_version
 from slipway.ledger import Ledger
 from slipway.models import ArtifactRef
 
@@ -35,8 +35,9 @@ def env(aws_endpoint, boto_session):
         role = iam.get_role(RoleName="ro-role")["Role"]["Arn"]
     app = f"ro{uuid.uuid4().hex[:8]}"
     settings = LambdaSettings(function_name=f"{app}-dev", alias="live", role_arn=role, handler="app.handler", runtime="python3.11")
-    ctx = rollout.EnvContext(lam=lam, ledger=Ledger(s3, bucket), app=app, environment="dev", settings=settings,
-                             checks=CHECKS, run_id="run-A", sleep=lambda s: None)
+    ctx = rollout.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="dev", target=LambdaTarget(lam, settings, sleep=lambda s: None),
+                             checks=CHECKS, run_id="run-A")
+    ctx.lam = lam  # type: ignore[attr-defined]
     ctx.s3 = s3  # type: ignore[attr-defined]
     ctx.bucket = bucket  # type: ignore[attr-defined]
     return ctx
@@ -75,7 +76,7 @@ def test_a_failed_deploy_rolls_back_to_the_live_release(env):
     assert "RuntimeError: broken 2" in str(info.value)
     outcome = rollout.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A")
     assert outcome.to_release == "r1"
-    assert alias_version(env.lam, env.function, "live") == "1"
+    assert alias_version(env.lam, env.target.settings.function_name, "live") == "1"
     assert env.head().status == "live" and env.head().live.release_id == "r1"
 
 
@@ -83,7 +84,7 @@ def test_an_automatic_rollback_for_another_run_does_nothing(env):
     release(env, artifact(env, "r1", GOOD % "1"))
     deploy(env, artifact(env, "r2", GOOD % "2"))
     assert rollout.roll_back(env, only_if_in_progress=True, only_if_run_id="run-B") is None
-    assert alias_version(env.lam, env.function, "live") == "2"
+    assert alias_version(env.lam, env.target.settings.function_name, "live") == "2"
 
 
 def test_verified_is_not_recorded_when_another_run_changed_the_environment_meanwhile(env):
@@ -110,7 +111,7 @@ def test_a_failed_reverification_of_the_live_release_rolls_back_to_the_one_befor
         rollout.verify(env, r2, version, seq)
     outcome = rollout.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A")
     assert outcome.to_release == "r1"
-    assert alias_version(env.lam, env.function, "live") == "1"
+    assert alias_version(env.lam, env.target.settings.function_name, "live") == "1"
     assert "r2" in env.head().rolled_away
 
 
@@ -131,7 +132,7 @@ def test_an_interrupted_manual_rollback_is_finished_by_reconcile_not_undone(env)
     env.ledger.record(env.app, "dev", "rollback-started", release_id="r1", version="1", run_id="dead", detail={"from_release": "r2"})
     outcome = rollout.reconcile(env)
     assert outcome.to_release == "r1"
-    assert alias_version(env.lam, env.function, "live") == "1"
+    assert alias_version(env.lam, env.target.settings.function_name, "live") == "1"
 
 
 def test_an_unchanged_release_publishes_no_new_version(env):
@@ -143,10 +144,9 @@ def test_an_unchanged_release_publishes_no_new_version(env):
 
 def test_a_function_owned_by_another_app_is_refused(env):
     release(env, artifact(env, "r1", GOOD % "1"))
-    other = rollout.EnvContext(lam=env.lam, ledger=env.ledger, app="someone-else", environment="dev", settings=env.settings,
-                               checks=CHECKS, run_id="x", sleep=lambda s: None)
+    other = rollout.EnvContext(ledger=env.ledger, app="someone-else", environment="dev", target=env.target, checks=CHECKS, run_id="x")
     art = artifact(env, "r9", GOOD % "9").model_copy(update={"app": "someone-else"})
     with pytest.raises(DeployError) as info:
         rollout.publish(other, art)
     assert info.value.ref == "function-owned-elsewhere"
-    assert json.loads(env.lam.invoke(FunctionName=env.function, Qualifier="live")["Payload"].read())["statusCode"] == 200
+    assert json.loads(env.lam.invoke(FunctionName=env.target.settings.function_name, Qualifier="live")["Payload"].read())["statusCode"] == 200
