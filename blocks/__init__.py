@@ -4,6 +4,14 @@ AWS credentials reuse ``prefect_aws.AwsCredentials`` (a local endpoint goes in i
 ``aws_client_parameters.endpoint_url``). Register with ``prefect block register -m blocks``.
 """
 
-from blocks.slipway_blocks import ArtifactStoreBlock, LambdaTargetBlock, aws_clients
+from blocks.slipway_blocks import (
+    ArtifactStoreBlock,
+    DockerHostBlock,
+    EcsTargetBlock,
+    LambdaTargetBlock,
+    RegistryBlock,
+    aws_clients,
+    parse_port_range,
+)
 
-__all__ = ["ArtifactStoreBlock", "LambdaTargetBlock", "aws_clients"]
+__all__ = ["ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "LambdaTargetBlock", "RegistryBlock", "aws_clients", "parse_port_range"]

@@ -5,12 +5,16 @@ from __future__ import annotations
 from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 
-from blocks import ArtifactStoreBlock, LambdaTargetBlock
+import shutil
+
+from blocks import ArtifactStoreBlock, DockerHostBlock, LambdaTargetBlock, RegistryBlock
 
 LOCAL_CREDENTIALS = "slipway-local"
 
 
-def save_local_blocks(endpoint: str, bucket: str, role_arn: str, region: str = "us-east-1") -> list[str]:
+def save_local_blocks(
+    endpoint: str, bucket: str, role_arn: str, region: str = "us-east-1", *, registry: str | None = None, proxy_root: str | None = None,
+) -> list[str]:
     """AwsCredentials ``slipway-local`` (endpoint = the local AWS), artifact store ``default`` and Lambda
     target ``default``. Overwrites earlier local blocks of the same names; returns what was saved."""
     creds = AwsCredentials(
@@ -22,4 +26,9 @@ def save_local_blocks(endpoint: str, bucket: str, role_arn: str, region: str = "
     creds.save(LOCAL_CREDENTIALS, overwrite=True)
     ArtifactStoreBlock(bucket=bucket, prefix="slipway", credentials=creds).save("default", overwrite=True)
     LambdaTargetBlock(credentials=creds, region=region, role_arn=role_arn).save("default", overwrite=True)
-    return [f"aws-credentials/{LOCAL_CREDENTIALS}", "slipway-artifact-store/default", "slipway-lambda-target/default"]
+    saved = [f"aws-credentials/{LOCAL_CREDENTIALS}", "slipway-artifact-store/default", "slipway-lambda-target/default"]
+    if registry and proxy_root:  # container releases: only when a Docker engine is there
+        RegistryBlock(kind="oci", url=registry).save("default", overwrite=True)
+        DockerHostBlock(proxy_root=proxy_root, nginx_binary=shutil.which("nginx") or "/usr/sbin/nginx").save("default", overwrite=True)
+        saved += ["slipway-registry/default", "slipway-docker-host/default"]
+    return saved

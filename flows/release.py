@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from slipway import BUILDER_VERSION
+from slipway.docker_image import image_tag
 from slipway.errors import ReleaseFailed, SlipwayError, SpecError
 from slipway.gitsource import discard_checkout, validate_ref, validate_repo_url
 from slipway.models import ArtifactRef, StageOutcome
@@ -132,8 +133,10 @@ def release(
     only: list[str] | None = None,
     store_block: str = "default",
     git_token_block: str | None = None,
+    registry_block: str = "default",
 ) -> dict:
-    """Release a Lambda zip from git through the spec's environments, verified, with automatic rollback."""
+    """Release an artifact (Lambda zip or container image) from git through the spec's environments, verified,
+    with automatic rollback."""
     logger = get_run_logger()
     validate_repo_url(repo_url)  # refused before anything runs
     validate_ref(ref)
@@ -141,7 +144,7 @@ def release(
     checkout = None
     try:
         checkout = t.clone_repo(repo_url, ref, git_token_block)
-        return _release_checkout(checkout, ref, spec_path, only, store_block)
+        return _release_checkout(checkout, ref, spec_path, only, store_block, registry_block)
     except ReleaseFailed:
         raise  # it published its own report
     except SlipwayError as exc:
@@ -156,7 +159,7 @@ def release(
             discard_checkout(checkout)
 
 
-def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str) -> dict:
+def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str, registry_block: str) -> dict:
     logger = get_run_logger()
     spec = t.load_release_spec(checkout, spec_path)
     names = [e.name for e in spec.environments]
@@ -172,16 +175,26 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
                 ref="shared-function",
             )
         locations[where] = env_name
+    if spec.artifact.type == "docker-image":  # the engine and the registry must be there before anything is built
+        t.docker_client()
+        t.registry_coordinates(registry_block, spec.app)
 
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
     artifact = t.find_published_artifact(store_block, spec.app, build_key)
     if artifact is None:
         tests = t.run_app_tests(checkout, spec, build_key)
-        built = t.build_artifact(checkout, spec)
-        try:
-            artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
-        finally:
-            shutil.rmtree(Path(built["path"]).parent, ignore_errors=True)
+        if spec.artifact.type == "docker-image":
+            image = t.find_pushed_image(registry_block, spec.app, image_tag(checkout.commit, build_key))
+            if image is None:
+                built = t.build_container_image(checkout, spec, build_key)
+                image = t.push_container_image(registry_block, spec.app, built)
+            artifact = t.record_image(store_block, image, checkout, spec, build_key, tests)
+        else:
+            built = t.build_artifact(checkout, spec)
+            try:
+                artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
+            finally:
+                shutil.rmtree(Path(built["path"]).parent, ignore_errors=True)
     plan = plan_rollout(spec, checkout.commit, heads, only, release_id=artifact.release_id)
     logger.info("plan for %s:\n  %s", artifact.release_id, "\n  ".join(plan.describe()))
 

@@ -59,11 +59,18 @@ def cmd_local(args: argparse.Namespace) -> int:
         info = localstack.up()
         os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
         runner = importlib.import_module("deployments.runner")
-        saved = runner.save_local_blocks(info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION)
+        saved = runner.save_local_blocks(
+            info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION,
+            registry=info["registry"], proxy_root=info["proxy_root"] if info["registry"] else None,
+        )
         started = ", ".join(info["started"]) or "nothing (already running)"
         print(f"local stack up (started: {started}); state in {info['home']}")
         print(f"  Prefect UI:  {info['ui_url']}")
         print(f"  local AWS:   {info['env']['AWS_ENDPOINT_URL']}  (bucket {info['bucket']}, role {info['role_arn']})")
+        if info["registry"]:
+            print(f"  registry:    {info['registry']}  (container releases go to the local Docker engine behind nginx)")
+        else:
+            print(f"  registry:    none — container releases are off: {info['docker']}")
         print(f"  blocks:      {', '.join(saved)}")
         print("export these to use it from other shells:")
         for key, value in info["env"].items():
@@ -78,6 +85,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         _print_json(info)
     else:
         print(f"local stack: {'running' if info['running'] else 'not running'} ({info['home']})")
+        if info.get("docker") and info["docker"] != "ok":
+            print(f"  docker   off      {info['docker']}")
         for name, comp in info["components"].items():
             print(f"  {name:<8} {'healthy' if comp['healthy'] else 'down':<8} {comp['url'] or '-'}  pid {comp['pid'] or '-'}")
         for key, value in info["env"].items():

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,6 +112,8 @@ class Component:
     health_path: str
     command: Callable[[int, Path], list[str]]
     env: Callable[[int, Path], dict[str, str]]
+    optional: bool = False  # the stack runs without it (the registry needs a Docker engine)
+    prepare: Callable[[int, Path], None] | None = None
 
 
 def _prefect_command(port: int, home: Path) -> list[str]:
@@ -139,13 +142,51 @@ def _aws_env(port: int, home: Path) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_"))}
 
 
+def _registry_config(port: int, home: Path) -> Path:
+    return stack_dir(home) / "registry" / f"config-{port}.yml"
+
+
+def _registry_prepare(port: int, home: Path) -> None:
+    """Debian's docker-registry with our own config: loopback only, no auth, deletes allowed."""
+    config = _registry_config(port, home)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "version: 0.1\n"
+        f"storage: {{filesystem: {{rootdirectory: {stack_dir(home) / 'registry' / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: {HOST}:{port}}}\n"
+        "log: {level: warn}\n"
+    )
+
+
+def _registry_command(port: int, home: Path) -> list[str]:
+    return [shutil.which("docker-registry") or "docker-registry", "serve", str(_registry_config(port, home))]
+
+
 COMPONENTS = (
     Component("prefect", "-m prefect server start --host 127.0.0.1 --port", "/api/health", _prefect_command, _prefect_env),
     Component("aws", "-m slipway.localaws --host 127.0.0.1 --port", "/moto-api/", _aws_command, _aws_env),
+    Component("registry", "serve", "/v2/", _registry_command, _aws_env, optional=True, prepare=_registry_prepare),
 )
 
 
-def _marker(comp: Component, port: int | None) -> str:
+def docker_available() -> str | None:
+    """None when a Docker engine answers and docker-registry is installed; otherwise why not (one line)."""
+    if not shutil.which("docker-registry"):
+        return "docker-registry is not installed (apt-get install docker-registry)"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
+        return f"no Docker engine reachable ({type(exc).__name__}): set DOCKER_HOST or start dockerd"
+    return None
+
+
+def _marker(comp: Component, port: int | None, home: Path | None = None) -> str:
+    if comp.name == "registry":  # its port is in its config file, whose name holds the port
+        return f"serve {_registry_config(port, home or slipway_home())} "
     return f"{comp.program} {port} "
 
 
@@ -160,9 +201,16 @@ def status(home: Path | None = None) -> dict:
     for comp in COMPONENTS:
         info = state.get(comp.name, {})
         port, pid = info.get("port"), info.get("pid")
-        healthy = bool(port) and _alive(pid, _marker(comp, port)) and _http_ok(_url(port) + comp.health_path)
+        if comp.optional and not port:
+            continue
+        healthy = bool(port) and _alive(pid, _marker(comp, port, home)) and _http_ok(_url(port) + comp.health_path)
         out["components"][comp.name] = {"url": _url(port) if port else None, "pid": pid, "healthy": healthy}
-        out["running"] = out["running"] and healthy
+        if not comp.optional:
+            out["running"] = out["running"] and healthy
+    registry_port = state.get("registry", {}).get("port")
+    out["registry"] = f"{HOST}:{registry_port}" if registry_port and out["components"].get("registry", {}).get("healthy") else None
+    out["docker"] = state.get("docker")
+    out["proxy_root"] = str(stack_dir(home) / "proxy")
     prefect_port = state.get("prefect", {}).get("port")
     aws_port = state.get("aws", {}).get("port")
     out["env"] = export_env(prefect_port, aws_port) if prefect_port and aws_port else {}
@@ -184,6 +232,8 @@ def export_env(prefect_port: int, aws_port: int) -> dict[str, str]:
 def _start(comp: Component, port: int, home: Path) -> int:
     logs = stack_dir(home) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if comp.prepare:
+        comp.prepare(port, home)
     with open(logs / f"{comp.name}.log", "ab") as log:
         proc = subprocess.Popen(
             comp.command(port, home), env=comp.env(port, home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -197,7 +247,7 @@ def _wait_healthy(comp: Component, port: int, pid: int, home: Path, timeout: flo
     while time.monotonic() < deadline:
         if _http_ok(_url(port) + comp.health_path, timeout=1.0):
             return
-        if not _alive(pid, _marker(comp, port)):
+        if not _alive(pid, _marker(comp, port, home)):
             tail = (stack_dir(home) / "logs" / f"{comp.name}.log").read_text(errors="replace").strip().splitlines()[-5:]
             raise LocalStackError(
                 f"the local {comp.name} server exited while starting",
@@ -230,13 +280,17 @@ def up(home: Path | None = None, *, timeout: float = 120, sleep: Callable[[float
 def _up(home: Path, timeout: float, sleep: Callable[[float], None]) -> dict:
     state = _read_state(home)
     started: list[tuple[Component, int, int]] = []
+    docker_problem = docker_available()
+    state["docker"] = docker_problem or "ok"
     for comp in COMPONENTS:
+        if comp.optional and docker_problem:
+            continue
         info = state.get(comp.name, {})
         port, pid = info.get("port"), info.get("pid")
-        if port and _alive(pid, _marker(comp, port)) and _http_ok(_url(port) + comp.health_path):
+        if port and _alive(pid, _marker(comp, port, home)) and _http_ok(_url(port) + comp.health_path):
             continue
-        if pid and _alive(pid, _marker(comp, port)):
-            _stop_pid(pid, _marker(comp, port))
+        if pid and _alive(pid, _marker(comp, port, home)):
+            _stop_pid(pid, _marker(comp, port, home))
         if not port or not _port_free(port):
             port = free_port()
         pid = _start(comp, port, home)
@@ -310,10 +364,17 @@ def _down(home: Path) -> dict:
     stopped = []
     for comp in COMPONENTS:
         pid, port = state.get(comp.name, {}).get("pid"), state.get(comp.name, {}).get("port")
-        if pid and _alive(pid, _marker(comp, port)):
-            _stop_pid(pid, _marker(comp, port))
+        if pid and _alive(pid, _marker(comp, port, home)):
+            _stop_pid(pid, _marker(comp, port, home))
             stopped.append(comp.name)
         state.get(comp.name, {}).pop("pid", None)
+    proxy_root = stack_dir(home) / "proxy"
+    if (proxy_root / "nginx.pid").exists():  # the nginx that docker-host releases started for this stack
+        from slipway.proxy import NginxProxy
+
+        if NginxProxy(proxy_root).master_pid():
+            NginxProxy(proxy_root).stop()
+            stopped.append("proxy")
     if state:
         _write_state(home, state)
     return {"stopped": stopped, "home": str(stack_dir(home))}

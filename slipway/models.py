@@ -57,7 +57,7 @@ class Provenance(_Model):
     builder: dict[str, str]
     tests: dict[str, Any] | None = None
     built_at: str
-    verify: dict[str, Any] = Field(default_factory=dict, description="the release's verify section, used to re-verify on rollback")
+    image: str | None = None  # container releases: repo@sha256:...
 
 
 class CheckResult(_Model):

@@ -187,3 +187,16 @@ class ArtifactStore:
         pointer = json.dumps(ref.model_dump(mode="json", exclude={"reused"}), sort_keys=True).encode()
         self._put_if_absent(self.build_pointer_key(app, provenance.build_key), pointer, "application/json")
         return ref
+
+    def record_image(self, provenance: Provenance, image) -> ArtifactRef:
+        """A container release: the image lives in its registry; the store keeps its manifest and build pointer."""
+        app, sha = provenance.app, provenance.artifact_sha256
+        manifest = json.dumps(provenance.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        written = self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
+        ref = ArtifactRef(
+            app=app, sha256=sha, size=0, bucket=self.bucket, key=self.manifest_key(app, sha), manifest_key=self.manifest_key(app, sha),
+            commit=provenance.commit, release_id=provenance.release_id, reused=not written, image=image,
+        )
+        pointer = json.dumps(ref.model_dump(mode="json", exclude={"reused"}), sort_keys=True).encode()
+        self._put_if_absent(self.build_pointer_key(app, provenance.build_key), pointer, "application/json")
+        return ref

@@ -22,15 +22,27 @@ from prefect.runtime import flow_run
 from pydantic import SecretStr
 
 import slipway
-from blocks import ArtifactStoreBlock, LambdaTargetBlock, aws_clients
+from blocks import (
+    ArtifactStoreBlock,
+    DockerHostBlock,
+    EcsTargetBlock,
+    LambdaTargetBlock,
+    RegistryBlock,
+    aws_clients,
+    parse_port_range,
+)
 from slipway import rollout
 from slipway.aws import is_transient
 from slipway.build import build_lambda_zip
+from slipway.container_targets import DockerHostTarget, EcsTarget, allocate_listen_port, proxy_for, route_name
+from slipway.docker_image import build_image, image_tag, oci_labels
+from slipway.ecs_target import EcsSettings
+from slipway.registry import RegistryAuth, ecr_auth, push_image, remote_digest
 from slipway.errors import CredentialsError, DeployError
 from slipway.gitsource import Checkout, clone_at_ref
 from slipway.lambda_target import LambdaSettings, LambdaTarget, check_function_name
 from slipway.ledger import EnvHead, Ledger
-from slipway.models import ArtifactRef, DeployResult, Provenance, VerifyResult
+from slipway.models import ArtifactRef, DeployResult, ImageRef, Provenance, VerifyResult
 from slipway.spec import Spec, check_spec_against_checkout, load_spec
 from slipway.store import ArtifactStore
 from slipway.testrun import run_tests
@@ -107,9 +119,69 @@ def _lambda_location(spec: Spec, env_name: str, block) -> dict:
     return {"function": check_function_name(name), "alias": env.alias}
 
 
+def docker_client(engine_url: str | None = None):
+    """The engine the user has: the block's URL, else DOCKER_HOST or the local socket."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=engine_url) if engine_url else docker.from_env()
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001 - docker raises several unrelated types for "no engine"
+        raise DeployError(
+            f"no Docker engine reachable at {engine_url or 'DOCKER_HOST / the local socket'}",
+            hint="start the engine or set engine_url in the docker-host block (or DOCKER_HOST)",
+            ref="docker-unreachable",
+        ) from exc
+
+
+def _container_env(spec: Spec | None, env_name: str, location: dict) -> dict[str, str]:
+    if spec is None:
+        return dict(location.get("environment") or {})  # a rollback without the spec: what was recorded
+    return {**spec.artifact.environment, **spec.environment(env_name).environment}
+
+
+def _docker_host_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
+    return DockerHostTarget(
+        docker_client(block.engine_url), proxy_for(block.proxy_root, block.nginx_binary), app=app, env=env_name,
+        listen_port=int(location["listen_port"]), container_ports=parse_port_range(block.container_ports),
+        health_path=location.get("health_path") or "/health", health_timeout=block.health_timeout,
+        port_env=location.get("port_env") or "PORT", environment=_container_env(spec, env_name, location),
+    )
+
+
+def _docker_host_location(spec: Spec, env_name: str, block) -> dict:
+    proxy = proxy_for(block.proxy_root, block.nginx_binary)
+    port = allocate_listen_port(proxy, route_name(spec.app, env_name), parse_port_range(block.stable_ports))
+    return {
+        "endpoint": f"http://127.0.0.1:{port}", "listen_port": port, "health_path": spec.artifact.health_path,
+        "port_env": spec.artifact.port_env, "environment": _container_env(spec, env_name, {}),
+    }
+
+
+def _ecs_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
+    (ecs,) = aws_clients(block.credentials, "ecs", region=block.region, read_timeout=read_timeout)
+    settings = EcsSettings(cluster=location["cluster"], service=location["service"], container_name=location["container"])
+    return EcsTarget(
+        ecs, settings, endpoint=location.get("endpoint"), health_path=location.get("health_path") or "/health",
+        wait_timeout=block.wait_timeout, environment=_container_env(spec, env_name, location),
+    )
+
+
+def _ecs_location(spec: Spec, env_name: str, block) -> dict:
+    fmt = dict(app=spec.app, env=env_name)
+    return {
+        "cluster": block.cluster, "service": block.service_template.format(**fmt), "container": block.container_name,
+        "endpoint": block.endpoint_template.format(**fmt) if block.endpoint_template else None,
+        "health_path": spec.artifact.health_path, "environment": _container_env(spec, env_name, {}),
+    }
+
+
 # target type → (block class, target factory, location from the spec). An unknown type is an error.
 TARGETS: dict[str, tuple[type, object, object]] = {
     "lambda": (LambdaTargetBlock, _lambda_target, _lambda_location),
+    "docker-host": (DockerHostBlock, _docker_host_target, _docker_host_location),
+    "ecs": (EcsTargetBlock, _ecs_target, _ecs_location),
 }
 
 
@@ -195,7 +267,8 @@ def run_app_tests(checkout: Checkout, spec: Spec, build_key: str) -> dict:
     if spec.test is None:
         logger.info("no test command in slipway.yaml: skipping tests")
         return {"skipped": True}
-    reqs = [checkout.path / r for r in ([spec.artifact.requirements] if spec.artifact.requirements else []) + spec.test.requirements]
+    app_reqs = getattr(spec.artifact, "requirements", None)  # lambda-zip only; an image installs its own in the Dockerfile
+    reqs = [checkout.path / r for r in ([app_reqs] if app_reqs else []) + spec.test.requirements]
     report = run_tests(checkout.path, spec.test.command, reqs, timeout_s=spec.test.timeout)
     logger.info("tests %s in %.1fs (exit %s)\n%s", "passed" if report.passed else "FAILED", report.duration_s, report.exit_code, report.output_tail)
     report.raise_for_failure()
@@ -228,7 +301,74 @@ def publish_artifact(store_block: str, built: dict, checkout: Checkout, spec: Sp
 
 
 def release_id_for(commit: str, sha256: str) -> str:
-    return f"{commit[:10]}-{sha256[:8]}"
+    return f"{commit[:10]}-{sha256.removeprefix('sha256:')[:8]}"
+
+
+# ---- container images -----------------------------------------------------------------------------------
+@task(name="build-image", cache_policy=NO_CACHE)
+def build_container_image(checkout: Checkout, spec: Spec, build_key: str) -> dict:
+    logger = get_run_logger()
+    art = spec.artifact
+    labels = oci_labels(app=spec.app, commit=checkout.commit, ref=checkout.ref, repo=checkout.repo_url, spec_digest=spec.digest())
+    local_tag = f"slipway/{spec.app}:{image_tag(checkout.commit, build_key)}"
+    built = build_image(
+        docker_client(), context=checkout.path / art.context, dockerfile=art.dockerfile, local_tag=local_tag, labels=labels,
+        build_args=art.build_args, platform=art.platform, log=lambda line: logger.info("%s", line),
+    )
+    logger.info("built %s (%s)", local_tag, built.image_id)
+    return {"image_id": built.image_id, "local_tag": local_tag, "tag": image_tag(checkout.commit, build_key), "labels": labels}
+
+
+def registry_coordinates(registry_block: str, app: str) -> tuple[str, str, RegistryAuth | None]:
+    block = load_block(
+        RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
+        hint="run `slipway local up` with a Docker engine running, or create the block (README: Blocks)", ref="registry-block-missing",
+    )
+    name = f"{block.namespace.strip('/')}/{app}" if block.namespace.strip("/") else app
+    if block.kind == "ecr":
+        (ecr,) = aws_clients(block.credentials, "ecr")
+        host, auth = ecr_auth(ecr)
+        return block.url or host, name, auth
+    auth = RegistryAuth(username=block.username, password=block.password) if block.username else None
+    return block.url, name, auth
+
+
+@task(name="find-pushed-image", **TRANSIENT_RETRIES)
+def find_pushed_image(registry_block: str, app: str, tag: str) -> ImageRef | None:
+    """The tag is derived from the commit and the build config, so an image already under it was built from
+    them: reuse it rather than build again (a rebuild differs in its timestamps and would be refused)."""
+    registry, name, auth = registry_coordinates(registry_block, app)
+    digest = remote_digest(registry, name, tag, auth)
+    if digest:
+        get_run_logger().info("image %s/%s:%s already pushed (%s): reused, not rebuilt", registry, name, tag, digest)
+        return ImageRef(repository=f"{registry}/{name}", tag=tag, digest=digest)
+    return None
+
+
+@task(name="push-image", **TRANSIENT_RETRIES)
+def push_container_image(registry_block: str, app: str, built: dict) -> ImageRef:
+    logger = get_run_logger()
+    registry, name, auth = registry_coordinates(registry_block, app)
+    ref = push_image(docker_client(), built["image_id"], registry=registry, name=name, tag=built["tag"], auth=auth,
+                     log=lambda line: logger.info("%s", line))
+    logger.info("pushed %s", ref.pinned)
+    return ref
+
+
+@task(name="record-image", **TRANSIENT_RETRIES)
+def record_image(store_block: str, image: ImageRef, checkout: Checkout, spec: Spec, build_key: str, tests: dict) -> ArtifactRef:
+    store, _ = open_store(store_block)
+    digest = image.digest.removeprefix("sha256:")
+    provenance = Provenance(
+        app=spec.app, release_id=release_id_for(checkout.commit, digest), artifact_sha256=digest, artifact_size=0,
+        unzipped_size=0, file_count=0, commit=checkout.commit, commit_subject=checkout.subject, ref=checkout.ref,
+        repo=checkout.repo_url, spec_digest=spec.digest(), build_key=build_key, runtime="container",
+        handler=spec.artifact.dockerfile, builder={"slipway": slipway.__version__, "python": platform.python_version()},
+        tests=tests, built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), image=image.pinned,
+    )
+    ref = store.record_image(provenance, image)
+    get_run_logger().info("recorded %s as release %s", image.pinned, ref.release_id)
+    return ref
 
 
 # ---- per-environment tasks ---------------------------------------------------------------------------

@@ -84,7 +84,10 @@ def prefect_api(local_stack):
     with temporary_settings(updates={PREFECT_API_URL: local_stack["env"]["PREFECT_API_URL"], PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         from deployments.local_blocks import save_local_blocks
 
-        save_local_blocks(local_stack["env"]["AWS_ENDPOINT_URL"], local_stack["bucket"], local_stack["role_arn"])
+        save_local_blocks(
+            local_stack["env"]["AWS_ENDPOINT_URL"], local_stack["bucket"], local_stack["role_arn"],
+            registry=local_stack["registry"], proxy_root=local_stack["proxy_root"] if local_stack["registry"] else None,
+        )
         yield local_stack
 
 

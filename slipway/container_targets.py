@@ -1,0 +1,263 @@
+"""Container targets behind the rollout ``Target`` protocol: a Docker host (blue/green through nginx) and ECS.
+
+Docker host: a *version* is a release id. ``prepare`` starts the release's container (by digest) beside the
+live one and waits for its health path; ``point`` switches the environment's stable port to it with a
+graceful nginx reload (starting the release's image again if its container is gone, as on a rollback long
+after the old container was retired); ``settle`` retires the other containers once verified; ``discard``
+removes a failed release's container.
+
+ECS: a *version* is a task-definition ARN pinned to the image digest; ``point`` updates the service and waits
+until its PRIMARY deployment runs that revision.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from slipway import docker_host, ecs_target
+from slipway.errors import DeployError
+from slipway.http_verify import run_http_checks
+from slipway.models import ArtifactRef, CheckResult, DeployResult, VerifyResult
+from slipway.proxy import NginxProxy
+
+_LISTEN_RE = re.compile(r"listen\s+127\.0\.0\.1:(\d+)")
+
+
+def route_name(app: str, env: str) -> str:
+    return f"{app}-{env}"
+
+
+def routed_listen_ports(proxy: NginxProxy) -> dict[str, int]:
+    """route name → the stable port nginx listens on for it (from the proxy's config files)."""
+    out = {}
+    for conf in sorted(proxy.conf_d.glob("*.conf")) if proxy.conf_d.exists() else []:
+        found = _LISTEN_RE.search(conf.read_text())
+        if found:
+            out[conf.stem] = int(found.group(1))
+    return out
+
+
+def allocate_listen_port(proxy: NginxProxy, name: str, stable_range: tuple[int, int]) -> int:
+    """The route's stable port if it has one, else the lowest port of the range no route uses and no process holds."""
+    routed = routed_listen_ports(proxy)
+    if name in routed:
+        return routed[name]
+    taken = set(routed.values())
+    for port in range(stable_range[0], stable_range[1] + 1):
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise DeployError(
+        f"stable port range {stable_range[0]}-{stable_range[1]} exhausted",
+        hint="widen stable_ports in the docker-host block",
+        ref="port-range-exhausted",
+    )
+
+
+def _http_default_check(health_path: str) -> dict:
+    return {"name": "health", "request": {"method": "GET", "path": health_path}, "expect": {"status": 200}}
+
+
+class DockerHostTarget:
+    type = "docker-host"
+
+    def __init__(
+        self, client, proxy: NginxProxy, *, app: str, env: str, listen_port: int, container_ports: tuple[int, int],
+        health_path: str = "/health", health_timeout: float = 60, port_env: str = "PORT",
+        environment: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.proxy = proxy
+        self.app, self.env = app, env
+        self.route = route_name(app, env)
+        self.listen_port = listen_port
+        self.container_ports = container_ports
+        self.health_path = health_path
+        self.health_timeout = health_timeout
+        self.port_env = port_env
+        self.environment = dict(environment or {})
+        self.clock, self.sleep = clock, sleep
+
+    @property
+    def name(self) -> str:
+        return f"docker-host {self.env} at 127.0.0.1:{self.listen_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def location(self) -> dict:
+        return {"endpoint": self.endpoint, "listen_port": self.listen_port, "health_path": self.health_path}
+
+    def default_check(self) -> dict:
+        return _http_default_check(self.health_path)
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    def _slots(self):
+        return docker_host.managed_containers(self.client, self.app, self.env)
+
+    def _healthy(self, slot) -> bool:
+        try:
+            return docker_host.http_status(f"http://127.0.0.1:{slot.port}{self.health_path}", 2.0) == 200
+        except OSError:
+            return False
+
+    def _start(self, release_id: str, image: str):
+        live_port = self.proxy.current_upstream(self.route)
+        slot = docker_host.run_release_container(
+            self.client, app=self.app, env=self.env, release_id=release_id, image=image, port_range=self.container_ports,
+            port_env=self.port_env, environment=self.environment, exclude_ports=() if live_port is None else (live_port,),
+        )
+        try:
+            docker_host.wait_healthy(
+                f"http://127.0.0.1:{slot.port}{self.health_path}", timeout_s=self.health_timeout, clock=self.clock, sleep=self.sleep,
+            )
+        except BaseException:
+            docker_host.remove_container(self.client, slot.container_id)  # nothing of the failed attempt stays
+            raise
+        return slot
+
+    def _running_slot(self, release_id: str):
+        for slot in reversed(self._slots()):
+            if slot.release_id == release_id and self._healthy(slot):
+                return slot
+        return None
+
+    # ---- Target -----------------------------------------------------------------------------------------
+    def prepare(self, artifact: ArtifactRef) -> DeployResult:
+        if artifact.image is None:
+            raise DeployError("a docker-host environment needs a docker-image artifact", ref="wrong-artifact-type")
+        previous = self.serving()
+        existing = self._running_slot(artifact.release_id)
+        slot = existing or self._start(artifact.release_id, artifact.image.pinned)
+        return DeployResult(
+            environment=self.env, function=slot.name, alias=self.endpoint, version=artifact.release_id,
+            previous_version=previous, code_sha256=artifact.image.digest, created_function=False, new_version=existing is None,
+        )
+
+    def serving(self) -> str | None:
+        port = self.proxy.current_upstream(self.route)
+        if port is None:
+            return None
+        return next((s.release_id for s in self._slots() if s.port == port), None)
+
+    def point(self, version: str, release=None, *, error_cls=DeployError) -> None:
+        slot = self._running_slot(version)
+        if slot is None:
+            image = getattr(release, "image", None)
+            if not image:
+                raise error_cls(
+                    f"no running container of release {version} and no image recorded to start one",
+                    target=self.name, hint="deploy the release again", ref="release-not-runnable",
+                )
+            slot = self._start(version, image)
+        self.proxy.route(self.route, self.listen_port, slot.port)
+
+    def remove(self) -> None:
+        self.proxy.unroute(self.route)
+
+    def verify(self, checks: list[dict], expected_version: str) -> VerifyResult:
+        serving = self.serving()
+        if serving != expected_version:
+            return VerifyResult(function=self.endpoint, qualifier="", passed=False, checks=[CheckResult(
+                name="routing", passed=False, detail=f"stable port serves release {serving}, expected {expected_version}",
+            )])
+        return run_http_checks(self.endpoint, checks or [self.default_check()])
+
+    def settle(self, live_version: str) -> None:
+        for slot in self._slots():
+            if slot.release_id != live_version:
+                docker_host.remove_container(self.client, slot.container_id)
+
+    def discard(self, version: str) -> None:
+        serving_port = self.proxy.current_upstream(self.route)
+        for slot in self._slots():
+            if slot.release_id == version and slot.port != serving_port:
+                docker_host.remove_container(self.client, slot.container_id)
+
+
+class EcsTarget:
+    type = "ecs"
+
+    def __init__(
+        self, ecs, settings: ecs_target.EcsSettings, *, endpoint: str | None, health_path: str = "/health",
+        wait_timeout: float = 600, environment: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ecs = ecs
+        self.settings = settings
+        self.endpoint = endpoint
+        self.health_path = health_path
+        self.wait_timeout = wait_timeout
+        self.environment = dict(environment or {})
+        self.labels = dict(labels or {})
+        self.clock, self.sleep = clock, sleep
+
+    @property
+    def name(self) -> str:
+        return f"ecs {self.settings.cluster}/{self.settings.service}"
+
+    def location(self) -> dict:
+        return {"cluster": self.settings.cluster, "service": self.settings.service, "container": self.settings.container_name,
+                "endpoint": self.endpoint}
+
+    def default_check(self) -> dict:
+        return _http_default_check(self.health_path)
+
+    def _wait(self, arn: str, error_cls=DeployError) -> None:
+        ecs_target.wait_stable(self.ecs, self.settings, arn, timeout_s=self.wait_timeout, clock=self.clock, sleep=self.sleep,
+                               error_cls=error_cls)
+
+    def prepare(self, artifact: ArtifactRef) -> DeployResult:
+        if artifact.image is None:
+            raise DeployError("an ecs environment needs a docker-image artifact", ref="wrong-artifact-type")
+        previous = self.serving()
+        arn, revision = ecs_target.register_revision(
+            self.ecs, self.settings, artifact.image.pinned, environment=self.environment, labels=self.labels,
+        )
+        return DeployResult(
+            environment="", function=self.settings.service, alias=self.settings.cluster, version=arn,
+            previous_version=previous, code_sha256=artifact.image.digest, new_version=arn != previous,
+        )
+
+    def serving(self) -> str | None:
+        return ecs_target.current_task_definition(self.ecs, self.settings)
+
+    def point(self, version: str, release=None, *, error_cls=DeployError) -> None:
+        ecs_target.update_service(self.ecs, self.settings, version, error_cls=error_cls)
+        self._wait(version, error_cls)
+
+    def remove(self) -> None:
+        """ECS services are created outside Slipway; with nothing verified to go back to, scale to zero."""
+        self.ecs.update_service(cluster=self.settings.cluster, service=self.settings.service, desiredCount=0)
+
+    def verify(self, checks: list[dict], expected_version: str) -> VerifyResult:
+        serving = self.serving()
+        if serving != expected_version:
+            return VerifyResult(function=self.name, qualifier="", passed=False, checks=[CheckResult(
+                name="revision", passed=False, detail=f"service runs {serving}, expected {expected_version}")])
+        if not self.endpoint:
+            # Said in the check, never silent: without an endpoint only stability was verified.
+            return VerifyResult(function=self.name, qualifier="", passed=True, checks=[CheckResult(
+                name="stable", passed=True, detail="service stable on the revision; no endpoint_template, so no smoke checks ran")])
+        return run_http_checks(self.endpoint, checks or [self.default_check()])
+
+    def settle(self, live_version: str) -> None:
+        """Old revisions stay registered (a rollback needs them)."""
+
+    def discard(self, version: str) -> None:
+        """A failed revision stays registered (it is the evidence); the service no longer uses it."""
+
+
+def proxy_for(root: str | Path, nginx_binary: str = "nginx") -> NginxProxy:
+    return NginxProxy(Path(root).expanduser(), nginx_binary)
