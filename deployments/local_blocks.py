@@ -14,6 +14,7 @@ LOCAL_CREDENTIALS = "slipway-local"
 
 def save_local_blocks(
     endpoint: str, bucket: str, role_arn: str, region: str = "us-east-1", *, registry: str | None = None, proxy_root: str | None = None,
+    health_timeout: float = 60,
 ) -> list[str]:
     """AwsCredentials ``slipway-local`` (endpoint = the local AWS), artifact store ``default`` and Lambda
     target ``default``. Overwrites earlier local blocks of the same names; returns what was saved."""
@@ -29,6 +30,8 @@ def save_local_blocks(
     saved = [f"aws-credentials/{LOCAL_CREDENTIALS}", "slipway-artifact-store/default", "slipway-lambda-target/default"]
     if registry and proxy_root:  # container releases: only when a Docker engine is there
         RegistryBlock(kind="oci", url=registry).save("default", overwrite=True)
-        DockerHostBlock(proxy_root=proxy_root, nginx_binary=shutil.which("nginx") or "/usr/sbin/nginx").save("default", overwrite=True)
+        DockerHostBlock(
+            proxy_root=proxy_root, nginx_binary=shutil.which("nginx") or "/usr/sbin/nginx", health_timeout=health_timeout,
+        ).save("default", overwrite=True)
         saved += ["slipway-registry/default", "slipway-docker-host/default"]
     return saved

@@ -12,6 +12,8 @@ until its PRIMARY deployment runs that revision.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import re
 import socket
 import time
@@ -42,25 +44,40 @@ def routed_listen_ports(proxy: NginxProxy) -> dict[str, int]:
 
 
 def allocate_listen_port(proxy: NginxProxy, name: str, stable_range: tuple[int, int]) -> int:
-    """The route's stable port if it has one, else the lowest port of the range no route uses and no process holds."""
-    routed = routed_listen_ports(proxy)
-    if name in routed:
-        return routed[name]
-    taken = set(routed.values())
-    for port in range(stable_range[0], stable_range[1] + 1):
-        if port in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+    """The route's stable port: the one it is routed on or was given before, else the lowest port of the range
+    that no route holds, no other route was given, and no process listens on. Allocations are kept in
+    ``ports.json`` beside the proxy's config (under a lock), so every environment of every app keeps its port."""
+    proxy.root.mkdir(parents=True, exist_ok=True)
+    book = proxy.root / "ports.json"
+    with open(proxy.root / "ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        given = json.loads(book.read_text()) if book.exists() else {}
+        routed = routed_listen_ports(proxy)
+        port = routed.get(name) or given.get(name)
+        if port is None:
+            taken = set(routed.values()) | set(given.values())
+            port = next((p for p in range(stable_range[0], stable_range[1] + 1) if p not in taken and _bindable(p)), None)
+            if port is None:
+                raise DeployError(
+                    f"stable port range {stable_range[0]}-{stable_range[1]} exhausted",
+                    hint="widen stable_ports in the docker-host block",
+                    ref="port-range-exhausted",
+                )
+        if given.get(name) != port:
+            given[name] = port
+            tmp = book.with_suffix(".tmp")
+            tmp.write_text(json.dumps(given, indent=2, sort_keys=True))
+            tmp.replace(book)
         return port
-    raise DeployError(
-        f"stable port range {stable_range[0]}-{stable_range[1]} exhausted",
-        hint="widen stable_ports in the docker-host block",
-        ref="port-range-exhausted",
-    )
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _http_default_check(health_path: str) -> dict:

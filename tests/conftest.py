@@ -87,6 +87,7 @@ def prefect_api(local_stack):
         save_local_blocks(
             local_stack["env"]["AWS_ENDPOINT_URL"], local_stack["bucket"], local_stack["role_arn"],
             registry=local_stack["registry"], proxy_root=local_stack["proxy_root"] if local_stack["registry"] else None,
+            health_timeout=5,  # the test services start in milliseconds; a broken one should fail fast
         )
         yield local_stack
 
