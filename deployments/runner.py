@@ -90,10 +90,13 @@ def read_history(app: str, environment: str | None, store_block: str = "default"
     return ledger.history(app, environment), {env: ledger.head(app, env) for env in ([environment] if environment else ledger.environments(app))}
 
 
-def save_local_blocks(endpoint: str, bucket: str, role_arn: str, region: str, registry: str | None = None, proxy_root: str | None = None) -> list[str]:
+def save_local_blocks(
+    endpoint: str, bucket: str, role_arn: str, region: str, registry: str | None = None, proxy_root: str | None = None,
+    health_timeout: float = 60,
+) -> list[str]:
     from deployments.local_blocks import save_local_blocks as save
 
-    return save(endpoint, bucket, role_arn, region, registry=registry, proxy_root=proxy_root)
+    return save(endpoint, bucket, role_arn, region, registry=registry, proxy_root=proxy_root, health_timeout=health_timeout)
 
 
 __all__ = ["run_release", "run_rollback", "read_history", "save_local_blocks", "SlipwayError"]

@@ -218,7 +218,8 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
         stage = exc.stage if isinstance(exc, SlipwayError) else "deploy"
         before = heads[step.environment]
         if head.last_seq == before.last_seq:  # failed before anything was recorded: nothing live changed
-            live = f"{head.live.release_id} (version {head.live.version})" if head.live else "nothing"
+            live = (f"{head.live.release_id}" + (f" (version {head.live.version})" if head.live.version != head.live.release_id else "")
+                    if head.live else "nothing")
             back = f"unchanged (still serving {live})"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "failed", back))
         elif head.in_progress is None and head.live and head.live.release_id == artifact.release_id:

@@ -62,6 +62,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         saved = runner.save_local_blocks(
             info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION,
             registry=info["registry"], proxy_root=info["proxy_root"] if info["registry"] else None,
+            health_timeout=20,  # local services start in seconds; a broken one should not hold the demo for a minute
         )
         started = ", ".join(info["started"]) or "nothing (already running)"
         print(f"local stack up (started: {started}); state in {info['home']}")

@@ -25,7 +25,8 @@ def render_summary(outcomes: Iterable[StageOutcome], release_id: str | None = No
     lines = [f"release {release_id}" if release_id else "release"]
     width = max((len(o.environment) for o in rows), default=4)
     for o in rows:
-        live = f"{o.live_release_id} (version {o.live_version})" if o.live_release_id else "nothing live"
+        version = f" (version {o.live_version})" if o.live_version and o.live_version != o.live_release_id else ""
+        live = f"{o.live_release_id}{version}" if o.live_release_id else "nothing live"
         text = f"  {o.environment:<{width}}  {o.status:<20} live: {live}"
         if o.message:
             text += f"  — {o.message}"

@@ -191,3 +191,31 @@ def test_rolling_back_to_a_retired_release_runs_its_image_again(service_repo, do
     assert outcome["to_release"] == first["release_id"]
     assert get(endpoint(repo.app, "dev") + "/index.html") == (200, "hello-v1")
     assert containers(docker_client, repo.app, "dev") == [first["release_id"]]  # v4's container discarded
+
+
+def test_the_hello_service_example_releases_to_dev(docker_client, prefect_api, app_repo, tmp_path):
+    """The example as a user has it: a Python service built FROM python:3.11-slim (built locally by
+    .ci/base-image.sh where no registry can be reached)."""
+    import shutil
+
+    from conftest import ROOT
+
+    try:
+        docker_client.images.get("python:3.11-slim")
+    except Exception:  # noqa: BLE001
+        pytest.skip("base image python:3.11-slim is not on the engine (bash .ci/base-image.sh builds it)")
+    path = tmp_path / "hello-service"
+    shutil.copytree(ROOT / "examples" / "hello-service", path, ignore=shutil.ignore_patterns("demo", "__pycache__", ".pytest_cache"))
+    spec = (path / "slipway.yaml").read_text().replace("app: hello-service", "app: hello-service-t")
+    (path / "slipway.yaml").write_text(spec)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "v1")
+    try:
+        state, summary = run_release(repo_url=f"file://{path}", ref="main", only=["dev"])
+        assert state.is_completed(), summary
+        status, body = get(endpoint("hello-service-t", "dev") + "/")
+        assert status == 200 and '"version": "1"' in body
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": "dev.slipway.app=hello-service-t"}):
+            c.remove(force=True)
