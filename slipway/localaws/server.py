@@ -18,6 +18,7 @@ from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from slipway.errors import LocalStackError
+from slipway.localaws.ecs_rollout import EcsRolloutMiddleware
 from slipway.localaws.lambda_invoke import LambdaInvokeMiddleware
 
 SEED_ENV = "SLIPWAY_LOCALAWS_SEED"
@@ -75,7 +76,7 @@ class LocalAws:
         if self._work_dir is None:
             self._owned_dir = Path(tempfile.mkdtemp(prefix="slipway-localaws-"))
         work_dir = self._work_dir or self._owned_dir
-        app = LambdaInvokeMiddleware(DomainDispatcherApplication(create_backend_app), work_dir, self._seed)
+        app = EcsRolloutMiddleware(LambdaInvokeMiddleware(DomainDispatcherApplication(create_backend_app), work_dir, self._seed))
         try:
             # Bind exactly the host given (127.0.0.1 by default), never 0.0.0.0 as moto's defaults do.
             self._server = make_server(self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler)
