@@ -33,6 +33,7 @@ test-unit: install
 
 bench: install
 	$(PY) bench/release_bench.py
+	$(PY) bench/container_bench.py
 
 local-up: install
 	$(VENV)/bin/slipway local up
