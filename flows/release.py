@@ -167,7 +167,9 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
     plan_rollout(spec, checkout.commit, heads, only)  # validates --only and promotion gates before any build
     locations: dict[str, str] = {}
     for env_name in select_environments(spec, only):  # targets must resolve before anything is built
-        where = json.dumps(t.location_for(spec, env_name), sort_keys=True)
+        location = t.location_for(spec, env_name)
+        identity = {k: location[k] for k in ("function", "alias", "listen_port", "cluster", "service") if k in location}
+        where = json.dumps(identity, sort_keys=True)
         if where in locations:
             raise SpecError(
                 f"slipway.yaml: environments {locations[where]} and {env_name} would be served by the same target ({where})",
@@ -226,7 +228,7 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "live", f"verified, then: {reason}"))
             continue
         elif head.in_progress is None:
-            back = f"rolled back to {head.live.release_id} (version {head.live.version})" if head.live else "alias removed (no earlier verified release)"
+            back = f"rolled back to {head.live.release_id} (version {head.live.version})" if head.live else "nothing verified to return to (see `slipway history`)"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "rolled-back", back))
         else:
             back = f"ROLLBACK DID NOT COMPLETE: {head.in_progress.message or 'see the rollback run'}"

@@ -16,12 +16,13 @@ import fcntl
 import json
 import re
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from slipway import docker_host, ecs_target
-from slipway.errors import DeployError
+from slipway.errors import DeployError, RollbackError
 from slipway.http_verify import run_http_checks
 from slipway.models import ArtifactRef, CheckResult, DeployResult, VerifyResult
 from slipway.proxy import NginxProxy
@@ -114,7 +115,10 @@ class DockerHostTarget:
         return f"http://127.0.0.1:{self.listen_port}"
 
     def location(self) -> dict:
-        return {"endpoint": self.endpoint, "listen_port": self.listen_port, "health_path": self.health_path}
+        # enough to run any recorded release again without the spec (a rollback to a retired container):
+        # environment values come from the committed slipway.yaml, never from secrets
+        return {"endpoint": self.endpoint, "listen_port": self.listen_port, "health_path": self.health_path,
+                "port_env": self.port_env, "environment": self.environment}
 
     def default_check(self) -> dict:
         return _http_default_check(self.health_path)
@@ -131,10 +135,13 @@ class DockerHostTarget:
 
     def _start(self, release_id: str, image: str):
         live_port = self.proxy.current_upstream(self.route)
-        slot = docker_host.run_release_container(
-            self.client, app=self.app, env=self.env, release_id=release_id, image=image, port_range=self.container_ports,
-            port_env=self.port_env, environment=self.environment, exclude_ports=() if live_port is None else (live_port,),
-        )
+        # one port pick + container start at a time on this host: two releases must never pick the same port
+        with open(Path(tempfile.gettempdir()) / "slipway-container-ports.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            slot = docker_host.run_release_container(
+                self.client, app=self.app, env=self.env, release_id=release_id, image=image, port_range=self.container_ports,
+                port_env=self.port_env, environment=self.environment, exclude_ports=() if live_port is None else (live_port,),
+            )
         try:
             docker_host.wait_healthy(
                 f"http://127.0.0.1:{slot.port}{self.health_path}", timeout_s=self.health_timeout, clock=self.clock, sleep=self.sleep,
@@ -255,8 +262,12 @@ class EcsTarget:
         self._wait(version, error_cls)
 
     def remove(self) -> None:
-        """ECS services are created outside Slipway; with nothing verified to go back to, scale to zero."""
-        self.ecs.update_service(cluster=self.settings.cluster, service=self.settings.service, desiredCount=0)
+        """ECS services are created outside Slipway, which never scales one down: with nothing verified (and no
+        earlier revision) to go back to, the environment needs a person."""
+        raise RollbackError(
+            f"nothing verified to return {self.name} to", target=self.name,
+            hint="deploy a fixed release, or point the service at a known-good revision", ref="nothing-to-roll-back-to",
+        )
 
     def verify(self, checks: list[dict], expected_version: str) -> VerifyResult:
         serving = self.serving()

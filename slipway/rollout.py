@@ -161,6 +161,17 @@ def roll_back(
         target = head.live if head.live and head.live.release_id != ip.release_id else head.previous_verified()
         if target is None and ip.from_version and ip.from_version != ip.version:
             restore_version = ip.from_version  # an alias Slipway did not create: put back what it served
+        elif target is None and head.live and head.live.release_id == ip.release_id:
+            # the live release failed its re-verification and nothing verified came before it: taking it down
+            # would not help anyone; say so and leave it serving (a fix-forward release replaces it)
+            ctx.ledger.record(
+                ctx.app, ctx.environment, "rollback-failed", release_id=ip.release_id, version=ip.version, run_id=ctx.run_id,
+                message=f"{ip.release_id} failed re-verification and no earlier verified release exists: left serving",
+            )
+            raise RollbackError(
+                f"{ip.release_id} failed re-verification in {ctx.environment} and there is no earlier verified release",
+                target=ctx.target.name, hint="left serving; release a fix (or `slipway rollback --to`)", ref="nothing-to-roll-back-to",
+            )
     else:
         target = head.previous_verified()
         if target is None:
@@ -197,8 +208,6 @@ def roll_back(
                     evidence={"checks": [c.model_dump(mode="json") for c in result.checks]},
                 )
             message = f"back on {target.release_id} (version {target.version}), re-verified"
-        if serving and serving != (target.version if target else restore_version):
-            ctx.target.discard(serving)
     except Exception as exc:
         text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
         ctx.ledger.record(
@@ -206,6 +215,13 @@ def roll_back(
             version=target.version if target else None, run_id=ctx.run_id, message=text,
         )
         raise
+    now_serving = target.version if target else restore_version
+    failed_versions = {serving, ip.version if ip is not None and ip.kind == "deploy" else None} - {None, now_serving}
+    for version in failed_versions:  # the failed attempt's container(s); best effort: traffic is already back
+        try:
+            ctx.target.discard(version)
+        except Exception as exc:  # noqa: BLE001 - reported, never turns a completed rollback into a failed one
+            reason = f"{reason}; could not clean up version {version}: {exc}" if reason else f"could not clean up version {version}: {exc}"
     ctx.ledger.record(
         ctx.app, ctx.environment, kind, release_id=target.release_id if target else None,
         version=target.version if target else None, artifact_sha256=target.artifact_sha256 if target else None,

@@ -38,7 +38,7 @@ from slipway.container_targets import DockerHostTarget, EcsTarget, allocate_list
 from slipway.docker_image import build_image, image_tag, oci_labels
 from slipway.ecs_target import EcsSettings
 from slipway.registry import RegistryAuth, ecr_auth, push_image, remote_digest
-from slipway.errors import CredentialsError, DeployError
+from slipway.errors import CredentialsError, DeployError, RollbackError
 from slipway.gitsource import Checkout, clone_at_ref
 from slipway.lambda_target import LambdaSettings, LambdaTarget, check_function_name
 from slipway.ledger import EnvHead, Ledger
@@ -375,7 +375,11 @@ def record_image(store_block: str, image: ImageRef, checkout: Checkout, spec: Sp
 @task(name="reconcile-environment", **TRANSIENT_RETRIES)
 def reconcile_environment(ctx_args: dict) -> str | None:
     ctx = env_context(**ctx_args)
-    outcome = rollout.reconcile(ctx)
+    try:
+        outcome = rollout.reconcile(ctx)
+    except RollbackError as exc:  # the deploy that follows replaces what is there; it must not be blocked
+        get_run_logger().warning("could not reconcile %s first (%s); deploying over it", ctx.environment, exc)
+        return None
     if outcome:
         get_run_logger().warning("reconciled %s: %s", ctx.environment, outcome.message)
     return outcome.message if outcome else None

@@ -147,7 +147,7 @@ def test_a_first_release_that_fails_verification_serves_nothing(prefect_api, cli
     repo.break_health_check().commit("broken from the start", tag="bad")
     state, err = run_release(repo_url=repo.url, ref="bad")
     assert state.is_failed()
-    assert "alias removed (no earlier verified release)" in str(err)
+    assert "nothing verified to return to" in str(err)
     assert alias_version(lam, f"{repo.app}-dev") is None
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function(FunctionName=f"{repo.app}-staging")
