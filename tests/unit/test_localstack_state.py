@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 from slipway import localstack
 
@@ -13,6 +14,9 @@ def test_a_process_is_ours_only_if_its_command_line_names_the_component_and_its_
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-m", "slipway.localaws", "--host", "127.0.0.1",
                              "--port", "4999", "--work-dir", "/x"])
     try:
+        deadline = time.monotonic() + 10  # until the child has exec'd (a fork briefly shows the parent's argv)
+        while "slipway.localaws" not in (localstack._cmdline(proc.pid) or "") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert localstack._alive(proc.pid, localstack._marker(AWS, 4999)) is True
         assert localstack._alive(proc.pid, localstack._marker(AWS, 499)) is False  # another stack's port
         prefect = next(c for c in localstack.COMPONENTS if c.name == "prefect")
