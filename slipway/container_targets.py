@@ -57,7 +57,7 @@ def allocate_listen_port(proxy: NginxProxy, name: str, stable_range: tuple[int, 
         port = routed.get(name) or given.get(name)
         if port is None:
             taken = set(routed.values()) | set(given.values())
-            port = next((p for p in range(stable_range[0], stable_range[1] + 1) if p not in taken and _bindable(p)), None)
+            port = next((p for p in range(stable_range[0], stable_range[1] + 1) if p not in taken and docker_host.port_is_free(p)), None)
             if port is None:
                 raise DeployError(
                     f"stable port range {stable_range[0]}-{stable_range[1]} exhausted",
@@ -70,15 +70,6 @@ def allocate_listen_port(proxy: NginxProxy, name: str, stable_range: tuple[int, 
             tmp.write_text(json.dumps(given, indent=2, sort_keys=True))
             tmp.replace(book)
         return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _http_default_check(health_path: str) -> dict:

@@ -267,7 +267,7 @@ def _pick_port(client, app: str, env: str, port_range: tuple[int, int], exclude:
     for port in range(lo, hi + 1):
         if port in taken:
             continue
-        if _bindable(port):
+        if port_is_free(port):
             return port
         busy += 1
     raise DeployError(
@@ -277,7 +277,8 @@ def _pick_port(client, app: str, env: str, port_range: tuple[int, int], exclude:
     )
 
 
-def _bindable(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (a bind succeeds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
