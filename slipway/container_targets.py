@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import json
 import re
-import socket
 import tempfile
 import time
 from pathlib import Path
