@@ -184,9 +184,10 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
     artifact = t.find_published_artifact(store_block, spec.app, build_key)
     if artifact is None:
+        # the registry is asked first: an unreachable one or refused credentials stop the release before the tests
+        image = t.find_pushed_image(registry_block, spec.app, image_tag(checkout.commit, build_key)) if spec.artifact.type == "docker-image" else None
         tests = t.run_app_tests(checkout, spec, build_key)
         if spec.artifact.type == "docker-image":
-            image = t.find_pushed_image(registry_block, spec.app, image_tag(checkout.commit, build_key))
             if image is None:
                 built = t.build_container_image(checkout, spec, build_key)
                 image = t.push_container_image(registry_block, spec.app, built)

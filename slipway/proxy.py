@@ -16,6 +16,7 @@ caller may remove the previous upstream as soon as it returns: nothing can still
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import signal
@@ -102,6 +103,10 @@ class NginxProxy:
         old = target.read_text() if target.exists() else None
         new = self._server_conf(name, listen_port, upstream_port)
         if new == old:
+            if not self._is_applied():  # a run killed between writing the file and reloading: finish the reload
+                pid = self.master_pid()
+                self._reload(pid) if pid is not None else self._start()
+                self._mark_applied()
             return
         self._check_listen_port_free(name, listen_port)
         candidate = self.conf_d / f".{name}.conf.new"  # does not match conf.d/*.conf, so never live by accident
@@ -218,6 +223,7 @@ server {{
                 self._start()
             else:
                 self._reload(pid)
+            self._mark_applied()
         except DeployError:
             _restore(target, old)
             pid = self.master_pid()
@@ -230,6 +236,22 @@ server {{
                 except DeployError:
                     pass  # report the first failure, which is the one the caller can act on
             raise
+
+    def _config_digest(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted(self.conf_d.glob("*.conf")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+    def _mark_applied(self) -> None:
+        """Written after nginx took the config: disk and memory agree (``route`` trusts the files only then)."""
+        (self.root / "applied").write_text(self._config_digest())
+
+    def _is_applied(self) -> bool:
+        try:
+            return (self.root / "applied").read_text() == self._config_digest()
+        except FileNotFoundError:
+            return False
 
     def _settle(self, quiet_s: float = 0.7, limit_s: float = 5.0) -> None:
         """Wait until nginx stops logging (it retries a failed bind every 500 ms), so the next reload is judged alone."""

@@ -389,3 +389,46 @@ def test_a_reload_nginx_refuses_restores_the_previous_routes(tmp_path, nginx_bin
         assert proxy.current_upstream("c") == a
     finally:
         proxy.stop()
+
+
+@pytest.mark.docker
+def test_a_route_written_but_never_reloaded_is_reloaded_by_the_next_identical_route(tmp_path, nginx_binary):
+    """A run killed after swapping the file in but before the reload: nginx still serves the old config. The
+    next run asks for the same route; the files already match, but nginx must be told."""
+    import http.server
+    import threading
+
+    from slipway.proxy import NginxProxy
+
+    servers = []
+    for text in (b"old", b"new"):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            body = text
+
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(self.body)))
+                self.end_headers()
+                self.wfile.write(self.body)
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+    old_port, new_port = (srv.server_address[1] for srv in servers)
+    listen = free_port()
+    proxy = NginxProxy(tmp_path / "proxy", nginx_binary)
+    try:
+        proxy.route("app-dev", listen, old_port)
+        # the killed run: the new file is on disk, nginx was never reloaded
+        conf = proxy.conf_d / "app-dev.conf"
+        conf.write_text(conf.read_text().replace(f"127.0.0.1:{old_port}", f"127.0.0.1:{new_port}"))
+        assert urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5).read() == b"old"
+        proxy.route("app-dev", listen, new_port)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5).read() == b"new"
+    finally:
+        proxy.stop()
+        for srv in servers:
+            srv.shutdown()
