@@ -66,20 +66,24 @@ def _run(flow_fn, **params) -> tuple[Any, Any]:
 
 
 def run_release(
-    repo_url: str, ref: str, spec_path: str | None, only: list[str] | None, store_block: str = "default", git_token_block: str | None = None
+    repo_url: str, ref: str, spec_path: str | None, only: list[str] | None, store_block: str = "default",
+    git_token_block: str | None = None, lock_wait: float = 600,
 ) -> dict:
     from flows.release import release
 
     result, run_id = _run(
-        release, repo_url=repo_url, ref=ref, spec_path=spec_path, only=only or None, store_block=store_block, git_token_block=git_token_block
+        release, repo_url=repo_url, ref=ref, spec_path=spec_path, only=only or None, store_block=store_block,
+        git_token_block=git_token_block, lock_wait=lock_wait,
     )
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
-def run_rollback(app: str, environment: str, to: str | None, store_block: str = "default") -> dict:
+def run_rollback(app: str, environment: str, to: str | None, store_block: str = "default", lock_wait: float = 600) -> dict:
     from flows.release import rollback
 
-    result, run_id = _run(rollback, app=app, environment=environment, to=to, reason="manual (slipway rollback)", store_block=store_block)
+    result, run_id = _run(
+        rollback, app=app, environment=environment, to=to, reason="manual (slipway rollback)", store_block=store_block, lock_wait=lock_wait,
+    )
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 

@@ -24,6 +24,7 @@ from slipway.planning import plan_rollout, select_environments
 from slipway.report import failure_report_markdown, history_rows, outcome_from_head, release_report_markdown, render_summary
 from slipway.spec import Spec
 from tasks import release_tasks as t
+from tasks.locks import environment_lock
 
 
 def _artifact_key(*parts: str) -> str:
@@ -53,6 +54,7 @@ def rollback(
     automatic: bool = False,
     store_block: str = "default",
     failed_run_id: str | None = None,
+    lock_wait: float = 600,
 ) -> dict | None:
     """Put ENV back on the previous verified release (or ``to``), verify it, record it.
 
@@ -68,7 +70,8 @@ def rollback(
         )
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=head.target_type or "lambda",
                     location=location, target_block=head.target_block)
-    outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id)
+    with environment_lock(app, environment, lock_wait):
+        outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id)
     publish_history_artifact(store_block, app, environment)
     return outcome
 
@@ -106,7 +109,14 @@ def deploy_environment(
     action: str = "deploy",
     reconcile_first: bool = False,
     store_block: str = "default",
+    lock_wait: float = 600,
 ) -> dict:
+    with environment_lock(app, environment, lock_wait):
+        return _deploy_environment(app, environment, spec, artifact, action, reconcile_first, store_block)
+
+
+def _deploy_environment(app: str, environment: str, spec: Spec, artifact: ArtifactRef, action: str, reconcile_first: bool,
+                        store_block: str) -> dict:
     env = spec.environment(environment)
     checks = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=spec.target_type(env),
@@ -134,6 +144,7 @@ def release(
     store_block: str = "default",
     git_token_block: str | None = None,
     registry_block: str = "default",
+    lock_wait: float = 600,
 ) -> dict:
     """Release an artifact (Lambda zip or container image) from git through the spec's environments, verified,
     with automatic rollback."""
@@ -144,7 +155,7 @@ def release(
     checkout = None
     try:
         checkout = t.clone_repo(repo_url, ref, git_token_block)
-        return _release_checkout(checkout, ref, spec_path, only, store_block, registry_block)
+        return _release_checkout(checkout, ref, spec_path, only, store_block, registry_block, lock_wait)
     except ReleaseFailed:
         raise  # it published its own report
     except SlipwayError as exc:
@@ -159,7 +170,9 @@ def release(
             discard_checkout(checkout)
 
 
-def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str, registry_block: str) -> dict:
+def _release_checkout(
+    checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str, registry_block: str, lock_wait: float
+) -> dict:
     logger = get_run_logger()
     spec = t.load_release_spec(checkout, spec_path)
     names = [e.name for e in spec.environments]
@@ -210,7 +223,7 @@ def _release_checkout(checkout, ref: str, spec_path: str | None, only: list[str]
             continue
         state = deploy_environment(
             app=spec.app, environment=step.environment, spec=spec, artifact=artifact, action=step.action,
-            reconcile_first=step.reconcile_first, store_block=store_block, return_state=True,
+            reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait, return_state=True,
         )
         head = t.read_heads(store_block, spec.app, [step.environment])[step.environment]
         if state.is_completed():

@@ -20,7 +20,7 @@ from slipway.errors import InputError, SlipwayError
 
 
 # Errors that mean "the request cannot be carried out as asked" (exit 2), not "it ran and failed" (exit 1).
-USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed"}
+USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed", "environment-locked"}
 
 
 class CliError(Exception):
@@ -102,7 +102,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     validate_repo_url(args.repo_url)  # before anything else, even before Prefect is reached
     validate_ref(args.ref)
     runner = _runner()
-    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block)
+    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block, lock_wait=args.lock_wait)
     result = out["result"]
     from slipway.models import StageOutcome
     from slipway.report import render_summary
@@ -126,7 +126,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     runner = _runner()
-    out = runner.run_rollback(args.app, args.env, args.to)
+    out = runner.run_rollback(args.app, args.env, args.to, lock_wait=args.lock_wait)
     result = out["result"]
     if isinstance(result, BaseException):
         print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
@@ -181,12 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
     rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
     rel.add_argument("--git-token-block", default=None, metavar="NAME", help="Prefect Secret block holding a token for a private https repository")
+    rel.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS",
+                     help="wait this long for another release of the same environment to finish (0: refuse at once)")
     rel.set_defaults(func=cmd_release)
 
     rb = sub.add_parser("rollback", help="put ENV back on the previous verified release (or --to RELEASE_ID)")
     rb.add_argument("app")
     rb.add_argument("env")
     rb.add_argument("--to", default=None, metavar="RELEASE_ID")
+    rb.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS", help="wait this long for a running release (0: refuse)")
     rb.set_defaults(func=cmd_rollback)
 
     hist = sub.add_parser("history", help="the ledger, newest first")
