@@ -80,6 +80,21 @@ class LambdaTargetBlock(Block):
     function_name_template: str = Field(
         default="{app}-{env}", title="Function name template", description="Python format string with {app} and {env}."
     )
+    metrics_period_s: int = Field(
+        default=60, title="Canary metrics period (s)",
+        description="CloudWatch period the canary reads per-version metrics at: 60 on AWS (Lambda publishes per minute).",
+    )
+    metrics_delay_s: float = Field(
+        default=60, ge=0, title="Canary metrics delay (s)",
+        description="Wait this long after a bake before reading its metrics (CloudWatch ingestion delay).",
+    )
+
+    @field_validator("metrics_period_s")
+    @classmethod
+    def period_is_cloudwatch_period(cls, value: int) -> int:
+        if value not in (1, 5, 10, 30) and (value <= 0 or value % 60):
+            raise ValueError(f"metrics_period_s must be 1, 5, 10, 30 or a multiple of 60, got {value}")
+        return value
 
     @field_validator("role_arn")
     @classmethod

@@ -26,7 +26,8 @@ def save_local_blocks(
     )
     creds.save(LOCAL_CREDENTIALS, overwrite=True)
     ArtifactStoreBlock(bucket=bucket, prefix="slipway", credentials=creds).save("default", overwrite=True)
-    LambdaTargetBlock(credentials=creds, region=region, role_arn=role_arn).save("default", overwrite=True)
+    # the local AWS records metrics as invokes happen, at one-second resolution: no delay, 1 s periods
+    LambdaTargetBlock(credentials=creds, region=region, role_arn=role_arn, metrics_period_s=1, metrics_delay_s=0).save("default", overwrite=True)
     saved = [f"aws-credentials/{LOCAL_CREDENTIALS}", "slipway-artifact-store/default", "slipway-lambda-target/default"]
     if registry and proxy_root:  # container releases: only when a Docker engine is there
         RegistryBlock(kind="oci", url=registry).save("default", overwrite=True)

@@ -17,14 +17,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from slipway import BUILDER_VERSION
 from slipway.docker_image import image_tag
-from slipway.errors import ReleaseFailed, SlipwayError, SpecError
+from slipway.canary import CanaryVerdict
+from slipway.errors import ApprovalRejected, CanaryFailed, ReleaseFailed, SlipwayError, SpecError
 from slipway.gitsource import discard_checkout, validate_ref, validate_repo_url
 from slipway.models import ArtifactRef, StageOutcome
 from slipway.planning import plan_rollout, select_environments
+from slipway.progressive import bake_schedule
 from slipway.report import failure_report_markdown, history_rows, outcome_from_head, release_report_markdown, render_summary
 from slipway.spec import Spec
 from tasks import release_tasks as t
 from tasks.locks import environment_lock
+from flows.gates import ask
 
 
 def _artifact_key(*parts: str) -> str:
@@ -55,6 +58,7 @@ def rollback(
     store_block: str = "default",
     failed_run_id: str | None = None,
     lock_wait: float = 600,
+    cause: dict | None = None,
 ) -> dict | None:
     """Put ENV back on the previous verified release (or ``to``), verify it, record it.
 
@@ -71,7 +75,7 @@ def rollback(
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=head.target_type or "lambda",
                     location=location, target_block=head.target_block)
     with environment_lock(app, environment, lock_wait):
-        outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id)
+        outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id, cause)
     publish_history_artifact(store_block, app, environment)
     return outcome
 
@@ -85,7 +89,14 @@ def _roll_back_failed_stage(flow, flow_run, state) -> None:
         exc = state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001 - a result that cannot be read must not stop the rollback
         exc = None
+    if isinstance(exc, ApprovalRejected):
+        return  # stopped before the environment was touched: nothing to roll back
     reason = exc.message if isinstance(exc, SlipwayError) else f"{state.name}: {state.message}"
+    cause = None
+    if isinstance(exc, CanaryFailed):  # the rollback is recorded with the verdict (or the alarm) that caused it
+        verdict = exc.evidence.get("verdict") or {}
+        cause = {"ref": exc.ref, "percent": exc.evidence.get("percent"), "verdict": verdict.get("verdict"),
+                 "reason": verdict.get("reason"), "alarms": exc.evidence.get("alarms")}
     try:
         rollback(
             app=params["app"],
@@ -94,6 +105,7 @@ def _roll_back_failed_stage(flow, flow_run, state) -> None:
             automatic=True,
             store_block=params.get("store_block", "default"),
             failed_run_id=str(flow_run.id),
+            cause=cause,
         )
     except Exception as err:  # noqa: BLE001 - recorded as rollback-failed in the ledger; the release reports it
         logging.getLogger("slipway").error("automatic rollback of %s/%s failed: %s", params["app"], params["environment"], err)
@@ -111,27 +123,120 @@ def deploy_environment(
     store_block: str = "default",
     lock_wait: float = 600,
 ) -> dict:
-    with environment_lock(app, environment, lock_wait):
-        return _deploy_environment(app, environment, spec, artifact, action, reconcile_first, store_block)
-
-
-def _deploy_environment(app: str, environment: str, spec: Spec, artifact: ArtifactRef, action: str, reconcile_first: bool,
-                        store_block: str) -> dict:
     env = spec.environment(environment)
     checks = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=spec.target_type(env),
                     location=t.location_for(spec, environment), target_block=env.target, spec=spec, checks=checks)
+    if env.approval == "required" and action != "verify-live":
+        _approval_gate(ctx_args, artifact, env)  # before the lock: a release waiting for a human blocks nobody
+    with environment_lock(app, environment, lock_wait):
+        return _deploy_environment(ctx_args, env, artifact, action, reconcile_first)
+
+
+def _approval_gate(ctx_args: dict, artifact: ArtifactRef, env) -> None:
+    question = (f"Approve release {artifact.release_id} (commit {artifact.commit[:12]}) of {ctx_args['app']} "
+                f"to {env.name}?")
+    approved, approver, reason = ask(question, env.approval_timeout, key=f"approval-{env.name}")
+    t.record_decision(ctx_args, artifact, approved, approver, reason, "approval")
+    if not approved:
+        raise ApprovalRejected(
+            f"{env.name} not approved: {reason or 'rejected'} ({approver})", target=f"{ctx_args['app']}/{env.name}",
+            hint="nothing in the environment was touched; release again to ask again",
+        )
+
+
+def _deploy_environment(ctx_args: dict, env, artifact: ArtifactRef, action: str, reconcile_first: bool) -> dict:
+    app, environment, store_block = ctx_args["app"], ctx_args["env_name"], ctx_args["store_block"]
+    logger = get_run_logger()
     if reconcile_first:
         t.reconcile_environment(ctx_args)
+    snapshot = t.snapshot_alarms(ctx_args, env.alarms) if env.alarms and action != "verify-live" else None
+    strategy = env.progressive
     if action == "verify-live":
         started_seq, version = t.begin_reverify(ctx_args, artifact)
     else:
         deployed = t.prepare_version(ctx_args, artifact)
-        started_seq = t.shift_traffic(ctx_args, artifact, deployed)
         version = deployed.version
+        stable = deployed.previous_version
+        if strategy is not None and stable and stable != version:
+            started_seq = _progressive(ctx_args, env, artifact, stable, deployed, snapshot)
+        else:
+            if strategy is not None:
+                logger.info("%s: nothing live to compare a canary with, so this first release goes all-at-once", environment)
+            started_seq = t.shift_traffic(ctx_args, artifact, deployed)
+            if env.alarms:
+                t.check_alarms(ctx_args, artifact, version, env.alarms, snapshot)
     result = t.verify_release(ctx_args, artifact, version, started_seq)
     publish_history_artifact(store_block, app, environment)
     return {"environment": environment, "version": version, "passed": result.passed}
+
+
+def _progressive(ctx_args: dict, env, artifact: ArtifactRef, stable: str, deployed, snapshot: dict | None) -> int:
+    """Shift, bake and judge step by step; promote to 100% when every bake passed. Returns the started seq."""
+    strategy, analysis = env.progressive, env.analysis
+    steps = strategy.steps()
+    version = deployed.version
+    started_seq, _ = t.begin_progressive(ctx_args, artifact, deployed, strategy.name, steps)
+    baked = bake_schedule(steps)
+    for i, percent in enumerate(baked, 1):
+        t.shift_weight(ctx_args, artifact, stable, version, percent, started_seq)
+        extensions, since = 0, None
+        while True:
+            label = f"step {i}/{len(baked)}" + (f", extension {extensions}" if extensions else "")
+            try:
+                verdict = t.bake_and_judge(ctx_args, artifact, stable, version, percent, started_seq, env.alarms, snapshot, label, since)
+            except CanaryFailed as exc:
+                _publish_verdict(ctx_args, artifact, exc.evidence.get("verdict"), label, exc.message)
+                raise
+            _publish_verdict(ctx_args, artifact, verdict, label)
+            if verdict["verdict"] == "PASS":
+                break
+            # INCONCLUSIVE: never a silent pass
+            if analysis.inconclusive == "extend" and extensions < analysis.max_extensions:
+                extensions += 1
+                since = (verdict.get("window") or {}).get("start")  # the extension judges the whole step so far
+                get_run_logger().warning("canary at %d%% INCONCLUSIVE (%s): extending the bake (%d/%d)",
+                                         percent, verdict["reason"], extensions, analysis.max_extensions)
+                continue
+            if analysis.inconclusive == "pause":
+                question = (f"Canary of {artifact.release_id} in {env.name} at {percent}% is INCONCLUSIVE: {verdict['reason']}. "
+                            "Approve to go on to the next step, reject to roll back.")
+                approved, approver, reason = ask(question, env.approval_timeout, key=f"inconclusive-{env.name}-{percent}-{extensions}")
+                t.record_decision(ctx_args, artifact, approved, approver, reason, f"inconclusive canary at {percent}%")
+                if approved:
+                    break
+                raise CanaryFailed(
+                    f"canary at {percent}% INCONCLUSIVE and not approved to go on ({approver}: {reason or 'rejected'})",
+                    target=f"{ctx_args['app']}/{env.name}", hint="traffic goes back to the stable version",
+                    evidence={"verdict": verdict, "percent": percent}, ref="canary-inconclusive",
+                )
+            raise CanaryFailed(
+                f"canary at {percent}% INCONCLUSIVE" + (f" after {extensions} extension(s)" if extensions else "") + f": {verdict['reason']}",
+                target=f"{ctx_args['app']}/{env.name}",
+                hint="traffic goes back to the stable version; add synthetic traffic (traffic:) or lengthen the bake, "
+                     "or set analysis.inconclusive to pause",
+                evidence={"verdict": verdict, "percent": percent}, ref="canary-inconclusive",
+            )
+    t.promote(ctx_args, artifact, version, started_seq)
+    return started_seq
+
+
+def _publish_verdict(ctx_args: dict, artifact: ArtifactRef, verdict: dict | None, label: str, error: str | None = None) -> None:
+    """The verdict and its evidence as a markdown artifact (best effort: the ledger holds the same)."""
+    try:
+        if verdict:
+            body = CanaryVerdict.model_validate(verdict).markdown()
+        else:
+            body = f"## Canary stopped\n\n{error}\n"
+        header = f"# Canary of {artifact.release_id} in {ctx_args['app']}/{ctx_args['env_name']} ({label})\n\n"
+        if error:
+            header += f"**{error}**\n\n"
+        create_markdown_artifact(
+            key=_artifact_key("canary", ctx_args["app"], ctx_args["env_name"]), markdown=header + body,
+            description=f"Canary verdict for {artifact.release_id} in {ctx_args['env_name']} ({label})",
+        )
+    except Exception as exc:  # noqa: BLE001 - never turn a verdict into a failure over a UI mirror
+        get_run_logger().warning("could not publish the canary report: %s", exc)
 
 
 # ---- the release ----------------------------------------------------------------------------------------

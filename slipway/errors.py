@@ -105,6 +105,20 @@ class VerificationFailed(SlipwayError):
     ref = "verification-failed"
 
 
+class CanaryFailed(VerificationFailed):
+    """The canary verdict said FAIL (or an alarm newly fired, or INCONCLUSIVE was set to fail): roll back."""
+
+    stage = "canary"
+    ref = "canary-failed"
+
+
+class ApprovalRejected(SlipwayError):
+    """An approval gate said no (or nobody answered in time). Nothing in the environment was touched."""
+
+    stage = "approval"
+    ref = "approval-rejected"
+
+
 class RollbackError(SlipwayError):
     stage = "rollback"
     ref = "rollback-failed"

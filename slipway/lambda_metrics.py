@@ -29,9 +29,9 @@ def version_sample(
     one value per period: that period's Average Duration (the SampleCount-weighted mean of its invokes).
     Kayenta does the same: it compares the *time series* of an aggregate metric for baseline and canary,
     not raw requests. Two consequences for the verdict: the Mann-Whitney test sees periods, not requests, and
-    ``min_requests`` applies to the number of periods. Lambda publishes at one-minute resolution on AWS, so a
-    latency verdict there needs a window of ``min_requests`` minutes; shorter windows judge the error rate
-    and report latency as INCONCLUSIVE. (Percentiles via ExtendedStatistics would be the richer input on AWS;
+    ``min_latency_periods`` (not ``min_requests``) applies to them. Lambda publishes at one-minute resolution
+    on AWS, so a latency verdict there needs a bake of ``min_latency_periods`` minutes (5 by default);
+    shorter bakes report latency as INCONCLUSIVE. (Percentiles via ExtendedStatistics would be the richer input on AWS;
     moto returns nothing for them, so they are not used here.)
 
     The dimensions are the exact set AWS publishes: a query on a subset returns nothing on AWS.
@@ -57,6 +57,7 @@ def version_sample(
         requests=round(sum(p["Sum"] for p in invocations)),
         errors=round(sum(p["Sum"] for p in errors)),
         latencies_ms=[float(p["Average"]) for p in durations if p.get("SampleCount", 0) > 0],
+        latency_unit="period",
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -184,10 +185,16 @@ class LambdaTarget:
 
     type = "lambda"
 
-    def __init__(self, lam, settings: LambdaSettings, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, lam, settings: LambdaSettings, sleep: Callable[[float], None] = time.sleep, *, cw=None,
+        metrics_period_s: int = 60, metrics_delay_s: float = 0.0,
+    ) -> None:
         self.lam = lam
         self.settings = settings
         self.sleep = sleep
+        self.cw = cw  # CloudWatch: per-version canary metrics (and alarm gates, through the caller)
+        self.metrics_period_s = metrics_period_s
+        self.metrics_delay_s = metrics_delay_s  # CloudWatch's ingestion delay: waited before a window is read
 
     @property
     def name(self) -> str:
@@ -210,6 +217,40 @@ class LambdaTarget:
 
     def remove(self) -> None:
         remove_alias(self.lam, self.settings.function_name, self.settings.alias)
+
+    # ---- progressive delivery ---------------------------------------------------------------------------
+    def shift(self, stable_version: str, canary_version: str, canary_percent: int, *, error_cls=DeployError) -> None:
+        """Alias routing: the alias stays on ``stable_version`` and sends ``canary_percent`` of invokes to the canary."""
+        if not 1 <= canary_percent <= 99:
+            raise ValueError(f"canary_percent must be 1..99, got {canary_percent}")
+        name, alias = self.settings.function_name, self.settings.alias
+        aws_call(
+            error_cls, "shift alias traffic", self.lam.update_alias, FunctionName=name, Name=alias, FunctionVersion=stable_version,
+            RoutingConfig={"AdditionalVersionWeights": {canary_version: round(canary_percent / 100, 4)}}, target=f"{name}:{alias}",
+        )
+
+    def canary_sample(self, stable_version: str, canary_version: str, start, end):
+        """(stable, canary) from CloudWatch's per-version metrics of this alias over [start, end)."""
+        from slipway.lambda_metrics import version_sample
+
+        if self.cw is None:
+            raise DeployError("no CloudWatch client for canary analysis", target=self.name, ref="canary-metrics-unavailable")
+        # CloudWatch keys datapoints by the start of their period: widen the window to whole periods so no
+        # invoke of the bake is lost (both sides get the same widening, so the comparison stays like for like)
+        period = self.metrics_period_s
+        start = start.replace(microsecond=0) - timedelta(seconds=int(start.timestamp()) % period)
+        end = end + timedelta(seconds=period)
+        function, resource = self.settings.function_name, self.name
+        return (
+            version_sample(self.cw, function, resource, stable_version, start, end, period),
+            version_sample(self.cw, function, resource, canary_version, start, end, period),
+        )
+
+    def drive(self, items: list, rate_per_s: float, duration_s: float, *, max_requests: int = 10_000, clock=time.monotonic, sleep=time.sleep):
+        from slipway.traffic import drive_lambda
+
+        return drive_lambda(self.lam, self.settings.function_name, self.settings.alias, items, rate_per_s=rate_per_s,
+                            duration_s=duration_s, max_requests=max_requests, clock=clock, sleep=sleep)
 
     def verify(self, checks: list[dict], expected_version: str):
         from slipway.verify import run_smoke_checks

@@ -35,6 +35,11 @@ EntryKind = Literal[
     "rolled-back",  # alias back on a verified release (or removed when there was none)
     "rollback-failed",  # the environment needs a human: see the entry's message
     "reconciled",  # a run found an abandoned in-progress record and put the live release back
+    "traffic-shifted",  # canary/linear: detail.percent of requests now go to the new version
+    "canary-verdict",  # PASS / FAIL / INCONCLUSIVE of one bake, with its evidence in detail
+    "alarm-fired",  # an alarm named in the spec went to ALARM during the release
+    "approved",  # an approval gate (or a paused INCONCLUSIVE canary) was answered yes: detail.approver, reason
+    "rejected",  # ... answered no, or timed out
 ]
 
 
@@ -110,6 +115,7 @@ class EnvHead(BaseModel):
     target_type: str | None = None  # lambda | docker-host | ecs
     location: dict[str, Any] = Field(default_factory=dict)  # the target's own coordinates (function/alias, endpoint, service)
     rolled_away: list[str] = Field(default_factory=list, description="releases rolled back from: not chosen again automatically")
+    canary: dict[str, Any] | None = None  # during a canary/linear deploy: {"version", "percent", "stable_version"}
 
     @property
     def status(self) -> str:
@@ -159,6 +165,9 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
         )
     elif kind == "deployed":
         h.serving_version = entry.version
+        h.canary = None
+    elif kind == "traffic-shifted":
+        h.canary = {"version": entry.version, "percent": entry.detail.get("percent"), "stable_version": entry.detail.get("stable_version")}
     elif kind == "verify-failed":
         if h.in_progress is not None:
             h.in_progress = h.in_progress.model_copy(update={"failed": True, "message": entry.message})
@@ -172,6 +181,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
         h.verified = [r for r in h.verified if r.release_id != release.release_id] + [release]
         h.rolled_away = [r for r in h.rolled_away if r != release.release_id]
         h.in_progress = None
+        h.canary = None
     elif kind in ("rolled-back", "reconciled"):
         target = h.verified_release(entry.release_id) if entry.release_id else None
         if entry.release_id and target is None:
@@ -182,6 +192,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
         h.live = target
         h.serving_version = target.version if target else None
         h.in_progress = None
+        h.canary = None
     elif kind == "rollback-failed":
         h.in_progress = InProgress(
             kind="rollback", release_id=entry.release_id, version=entry.version, started_seq=entry.seq,

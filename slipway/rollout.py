@@ -132,6 +132,7 @@ def roll_back(
     only_if_in_progress: bool = False,
     only_if_run_id: str | None = None,
     kind: str = "rolled-back",
+    cause: dict | None = None,
 ) -> RollbackOutcome | None:
     """Put the environment back on a verified release and verify it again.
 
@@ -226,7 +227,7 @@ def roll_back(
         ctx.app, ctx.environment, kind, release_id=target.release_id if target else None,
         version=target.version if target else None, artifact_sha256=target.artifact_sha256 if target else None,
         commit=target.commit if target else None, run_id=ctx.run_id, message=message + (f" ({reason})" if reason else ""),
-        detail={"from_release": leaving, "from_version": serving},
+        detail={"from_release": leaving, "from_version": serving, **({"cause": cause} if cause else {})},
     )
     return RollbackOutcome(
         environment=ctx.environment, to_release=target.release_id if target else None,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slipway.errors import SpecError
 
@@ -188,6 +188,124 @@ class VerifyConfig(_Strict):
 
 TargetType = Literal["lambda", "docker-host", "ecs"]
 
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)\s*$")
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"5m"`` → 300.0 seconds; ``"30s"``, ``"1h"``, ``"500ms"``; a bare number is seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m or 1h")
+        seconds = float(match.group("n")) * _DURATION_UNITS_S[match.group("unit")]
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be more than 0")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class CanaryStrategy(_Strict):
+    steps: list[int] = Field(min_length=1, description="percent of traffic on the new version at each step; ends with 100")
+    bake: Duration = Field(description="how long each step below 100% runs (and is analysed) before the next, e.g. 5m")
+
+    @field_validator("steps")
+    @classmethod
+    def steps_rise_to_100(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= v <= 100 for v in value):
+            raise ValueError(f"{value}: each step is a percentage from 1 to 100")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"{value}: steps must increase, e.g. [10, 50, 100]")
+        if value[-1] != 100:
+            raise ValueError(f"{value}: the last step must be 100 (promotion is 100% on the new version); add 100")
+        return value
+
+
+class LinearStrategy(_Strict):
+    step: int = Field(ge=1, le=99, description="percent added at each step, e.g. 20 → 20, 40, 60, 80, 100")
+    interval: Duration = Field(description="how long each step runs (and is analysed), e.g. 2m")
+
+
+class Strategy(_Strict):
+    canary: CanaryStrategy | None = None
+    linear: LinearStrategy | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self) -> "Strategy":
+        if (self.canary is None) == (self.linear is None):
+            raise ValueError("give exactly one of canary: {steps, bake} or linear: {step, interval} (or write all-at-once)")
+        return self
+
+    def steps(self) -> list[int]:
+        if self.canary is not None:
+            return list(self.canary.steps)
+        step = self.linear.step
+        return sorted({min(100, step * i) for i in range(1, 100 // step + 2)})
+
+    @property
+    def bake_s(self) -> float:
+        return self.canary.bake if self.canary is not None else self.linear.interval
+
+    @property
+    def name(self) -> str:
+        return "canary" if self.canary is not None else "linear"
+
+
+def _strategy_shorthand(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.strip() == "all-at-once":
+            return None
+        raise ValueError(f"{value!r} is not a strategy; write all-at-once, canary: {{steps, bake}} or linear: {{step, interval}}")
+    return value
+
+
+class Analysis(_Strict):
+    """The canary verdict's thresholds (see slipway/canary.py) and what INCONCLUSIVE does."""
+
+    min_requests: int = Field(50, ge=1, description="per side and step; fewer → INCONCLUSIVE")
+    min_latency_periods: int = Field(5, ge=1, description="Lambda: per-period Duration averages per side; fewer → latency INCONCLUSIVE")
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, description="tolerated absolute increase, 0.01 = 1 percentage point")
+    max_latency_increase: float = Field(1.2, gt=0, description="tolerated canary/stable median latency ratio")
+    alpha: float = Field(0.05, gt=0, lt=1, description="one-sided significance of both tests")
+    inconclusive: Literal["extend", "pause", "fail"] = Field("extend", description="extend the bake, pause for a human, or fail")
+    max_extensions: int = Field(2, ge=0, le=100, description="extensions of one step before INCONCLUSIVE fails the stage")
+
+    def thresholds(self) -> dict:
+        return {
+            "min_requests": self.min_requests, "min_latency_periods": self.min_latency_periods,
+            "max_error_rate_increase": self.max_error_rate_increase, "error_alpha": self.alpha,
+            "latency_alpha": self.alpha, "max_latency_increase_ratio": self.max_latency_increase,
+        }
+
+
+class Traffic(_Strict):
+    """Synthetic traffic during each bake: ``events`` (Lambda) or ``requests`` (HTTP), round-robin at ``rate``."""
+
+    rate: str = Field(description="N/s or N/m, e.g. 20/s")
+    events: list[Any] = Field(default_factory=list, description="Lambda: invoke payloads (JSON)")
+    requests: list[HttpRequest] = Field(default_factory=list, description="HTTP: requests sent to the environment's endpoint")
+    max_requests: int = Field(10_000, ge=1, description="never more than this per bake")
+
+    @field_validator("rate")
+    @classmethod
+    def rate_parses(cls, value: str) -> str:
+        from slipway.traffic import parse_rate
+
+        parse_rate(value)
+        return value
+
+    @property
+    def rate_per_s(self) -> float:
+        from slipway.traffic import parse_rate
+
+        return parse_rate(self.rate)
+
 
 class Environment(_Strict):
     name: str
@@ -196,6 +314,27 @@ class Environment(_Strict):
     function_name: str | None = Field(default=None, description="default {app}-{env}")
     alias: str = "live"
     environment: EnvVars = Field(default_factory=dict, description="extra function environment variables for this environment")
+    strategy: Annotated[Strategy | None, BeforeValidator(_strategy_shorthand)] = Field(
+        None, description="all-at-once (default), canary: {steps, bake} or linear: {step, interval}")
+    analysis: Analysis = Field(default_factory=Analysis)
+    traffic: Traffic | None = Field(default=None, description="synthetic traffic during each bake")
+    alarms: list[str] = Field(default_factory=list, description="CloudWatch alarms that must not newly go to ALARM during the release")
+    approval: Literal["required", "none"] = Field("none", description="required: pause before this environment is touched")
+    approval_timeout: Duration = Field(3600.0, description="no decision in time = rejected")
+
+    @property
+    def progressive(self) -> Strategy | None:
+        return self.strategy
+
+    @field_validator("alarms")
+    @classmethod
+    def alarm_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or len(name) > 255:
+                raise ValueError(f"{name!r} is not a CloudWatch alarm name (1-255 characters)")
+        if len(set(value)) != len(value):
+            raise ValueError("alarm names must be unique")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -237,6 +376,16 @@ class Spec(_Strict):
                 )
             if not lambda_zip and (env.function_name or env.alias != "live"):
                 raise ValueError(f"environments[{i}]: function_name and alias are Lambda settings; remove them for a docker-image artifact")
+            if env.progressive is not None and self.target_type(env) == "ecs":
+                raise ValueError(
+                    f"environments[{i}].strategy: {env.progressive.name} is not supported on ecs (it needs a load balancer with "
+                    "two target groups); use all-at-once for ecs environments"
+                )
+            if env.traffic is not None:
+                if lambda_zip and (env.traffic.requests or not env.traffic.events):
+                    raise ValueError(f"environments[{i}].traffic: a Lambda environment takes events (invoke payloads), not requests")
+                if not lambda_zip and (env.traffic.events or not env.traffic.requests):
+                    raise ValueError(f"environments[{i}].traffic: a docker-image environment takes requests (HTTP), not events")
         for check in self.verify.smoke:
             if lambda_zip and check.request is not None:
                 raise ValueError(f"verify.smoke {check.name!r}: request is for docker-image artifacts; a Lambda check takes event")
@@ -373,7 +522,7 @@ def parse_spec(text: str, source: str = SPEC_FILE) -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")  # a typo explains the rest
         first = _format_error(errors[0], source, data)
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise SpecError(first + more, evidence={"errors": [_format_error(e, source, data) for e in errors]}) from None

@@ -101,7 +101,7 @@ def resolve_target_block(env_name: str, explicit: str | None, block_cls: type = 
 
 
 def _lambda_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
-    (lam,) = aws_clients(block.credentials, "lambda", region=block.region, read_timeout=read_timeout)
+    lam, cw = aws_clients(block.credentials, "lambda", "cloudwatch", region=block.region, read_timeout=read_timeout)
     art = spec.artifact if spec is not None else None
     env = spec.environment(env_name) if spec is not None else None
     settings = LambdaSettings(
@@ -110,7 +110,7 @@ def _lambda_target(app: str, env_name: str, location: dict, block, spec: Spec | 
         timeout=art.timeout if art else 30, memory=art.memory if art else 256,
         environment={**art.environment, **env.environment} if art else {},
     )
-    return LambdaTarget(lam, settings)
+    return LambdaTarget(lam, settings, cw=cw, metrics_period_s=block.metrics_period_s, metrics_delay_s=block.metrics_delay_s)
 
 
 def _lambda_location(spec: Spec, env_name: str, block) -> dict:
@@ -421,12 +421,131 @@ def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str, started_
 
 
 @task(name="roll-back", cache_policy=NO_CACHE)
-def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool, failed_run_id: str | None = None) -> dict | None:
+def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool, failed_run_id: str | None = None,
+                          cause: dict | None = None) -> dict | None:
     ctx = env_context(**ctx_args)
-    outcome = rollout.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id)
+    outcome = rollout.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id,
+                                cause=cause)
     logger = get_run_logger()
     if outcome is None:
         logger.info("nothing in progress in %s: no rollback needed", ctx.environment)
         return None
     logger.warning("rolled back %s: %s", ctx.environment, outcome.message)
     return outcome.__dict__
+
+
+# ---- progressive delivery: canary / linear ------------------------------------------------------------
+def _alarm_client(ctx_args: dict):
+    """CloudWatch for alarm gates: the target block's AWS account (Lambda, ECS), else the artifact store's."""
+    block_cls, _, _ = _target_kind(ctx_args.get("target_type", "lambda"))
+    _, block = resolve_target_block(ctx_args["env_name"], ctx_args.get("target_block"), block_cls)
+    credentials = getattr(block, "credentials", None)
+    if credentials is not None:
+        (cw,) = aws_clients(credentials, "cloudwatch", region=getattr(block, "region", None))
+        return cw
+    store = load_block(ArtifactStoreBlock, ctx_args["store_block"])
+    (cw,) = aws_clients(store.credentials, "cloudwatch")
+    return cw
+
+
+@task(name="snapshot-alarms", **TRANSIENT_RETRIES)
+def snapshot_alarms(ctx_args: dict, names: list[str]) -> dict:
+    """The alarms' states before anything moves: only an alarm that is newly in ALARM later fails the stage."""
+    from slipway.alarms import AlarmGate
+
+    gate = AlarmGate.open(_alarm_client(ctx_args), names)
+    evidence = gate.evidence()
+    already = [n for n, a in gate.before.items() if a.state == "ALARM"]
+    logger = get_run_logger()
+    logger.info("alarm gate on %s: %s", ", ".join(names), "all clear" if not already else f"already in ALARM (ignored): {', '.join(already)}")
+    return evidence
+
+
+def _gate_from(ctx_args: dict, names: list[str], snapshot: dict | None):
+    from slipway.alarms import AlarmGate
+
+    if not names:
+        return None
+    return AlarmGate.resume(_alarm_client(ctx_args), names, snapshot)
+
+
+@task(name="check-alarms", cache_policy=NO_CACHE)
+def check_alarms(ctx_args: dict, artifact: ArtifactRef, version: str, names: list[str], snapshot: dict) -> None:
+    """All-at-once deploys: after the smoke checks, an alarm newly in ALARM fails the stage (and rolls back)."""
+    from slipway import progressive
+
+    gate = _gate_from(ctx_args, names, snapshot)
+    fired = gate.check() if gate else []
+    if fired:
+        ctx = env_context(**ctx_args)
+        progressive._alarm_fired(ctx, artifact, version, 100, fired, gate, "after the switch")
+
+
+@task(name="begin-progressive", cache_policy=NO_CACHE)
+def begin_progressive(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult, strategy: str, steps: list[int]) -> tuple[int, str | None]:
+    from slipway import progressive
+
+    ctx = env_context(**ctx_args)
+    stable = ctx.target.serving()
+    seq = progressive.begin_progressive(ctx, artifact, deployed, strategy, steps)
+    return seq, stable
+
+
+@task(name="shift-weight", **TRANSIENT_RETRIES)
+def shift_weight(ctx_args: dict, artifact: ArtifactRef, stable_version: str, version: str, percent: int, started_seq: int) -> None:
+    from slipway import progressive
+
+    ctx = env_context(**ctx_args)
+    progressive.shift(ctx, artifact, stable_version=stable_version, version=version, percent=percent, started_seq=started_seq)
+    get_run_logger().info("%s: %d%% → version %s, %d%% on %s", ctx.target.name, percent, version, 100 - percent, stable_version)
+
+
+@task(name="bake-and-judge", task_run_name="bake {percent}% ({label})", cache_policy=NO_CACHE)
+def bake_and_judge(
+    ctx_args: dict, artifact: ArtifactRef, stable_version: str, version: str, percent: int, started_seq: int,
+    alarm_names: list[str], alarm_snapshot: dict | None, label: str = "", since: str | None = None,
+) -> dict:
+    """One bake: synthetic traffic (if any), alarm checks, then the verdict, recorded and returned (FAIL raises)."""
+    from slipway import progressive
+    from slipway.canary import CanaryThresholds
+
+    ctx = env_context(**ctx_args)
+    env = ctx_args["spec"].environment(ctx_args["env_name"])
+    traffic = env.traffic
+    items = ([r.model_dump(mode="json") for r in traffic.requests] if traffic.requests else list(traffic.events)) if traffic else []
+    settings = progressive.BakeSettings(
+        duration_s=env.progressive.bake_s, thresholds=CanaryThresholds(**env.analysis.thresholds()),
+        traffic_items=items, traffic_rate_per_s=traffic.rate_per_s if traffic else 0.0,
+        traffic_max_requests=traffic.max_requests if traffic else 0,
+    )
+    logger = get_run_logger()
+    logger.info("baking %d%% on version %s for %ss%s", percent, version, settings.duration_s,
+                f" with synthetic traffic at {traffic.rate}" if traffic else "")
+    verdict = progressive.bake(
+        ctx, artifact, stable_version=stable_version, version=version, percent=percent, started_seq=started_seq, settings=settings,
+        alarm_gate=_gate_from(ctx_args, alarm_names, alarm_snapshot), label=label,
+        window_start=datetime.fromisoformat(since) if since else None,
+    )
+    logger.info("canary verdict at %d%%: %s: %s", percent, verdict.verdict, verdict.reason)
+    return verdict.model_dump(mode="json")
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(ctx_args: dict, artifact: ArtifactRef, version: str, started_seq: int) -> None:
+    from slipway import progressive
+
+    ctx = env_context(**ctx_args)
+    progressive.promote(ctx, artifact, version, started_seq)
+    get_run_logger().info("%s → version %s (100%%)", ctx.target.name, version)
+
+
+@task(name="record-decision", **TRANSIENT_RETRIES)
+def record_decision(ctx_args: dict, artifact: ArtifactRef, approved: bool, approver: str, reason: str, gate: str) -> None:
+    """An approval (or a human's answer to an INCONCLUSIVE canary) goes into the ledger with who gave it."""
+    _, ledger = open_store(ctx_args["store_block"])
+    ledger.record(
+        ctx_args["app"], ctx_args["env_name"], "approved" if approved else "rejected", release_id=artifact.release_id,
+        commit=artifact.commit, run_id=str(flow_run.get_id() or "") or None, actor=approver or "unknown",
+        message=f"{gate}: {'approved' if approved else 'rejected'} by {approver or 'unknown'}" + (f": {reason}" if reason else ""),
+        detail={"gate": gate, "approver": approver, "reason": reason},
+    )
