@@ -87,6 +87,45 @@ def run_rollback(app: str, environment: str, to: str | None, store_block: str = 
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def paused_runs(app: str, environment: str) -> list[Any]:
+    """Paused ``deploy-environment`` runs of APP/ENV (waiting for an approval or a canary decision), oldest first."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"deploy {app}/{environment}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+            ),
+            sort=FlowRunSort.START_TIME_ASC,
+        )
+
+
+def approve(app: str, environment: str, *, approve: bool, reason: str, approver: str) -> dict:
+    """Answer the paused release of APP/ENV (Prefect has no CLI to resume a paused run)."""
+    from prefect.flow_runs import resume_flow_run
+
+    runs = paused_runs(app, environment)
+    if not runs:
+        raise SlipwayError(
+            f"no release of {app} is waiting for a decision in {environment}",
+            hint="`slipway history APP` shows what happened; a release pauses only when its environment has approval: required "
+                 "or analysis.inconclusive: pause",
+            ref="nothing-to-approve",
+        )
+    if len(runs) > 1:
+        names = ", ".join(str(r.id) for r in runs)
+        raise SlipwayError(f"{len(runs)} paused runs of {app}/{environment}: {names}", hint="answer each in the Prefect UI", ref="ambiguous-approval")
+    run = runs[0]
+    resume_flow_run(run.id, run_input={"approve": approve, "reason": reason, "approver": approver})
+    return {"flow_run_id": str(run.id), "run_url": ui_url_for_run(run.id), "question": (run.state.state_details.pause_key if run.state else None)}
+
+
 def read_history(app: str, environment: str | None, store_block: str = "default"):
     from tasks.release_tasks import open_store
 
@@ -103,4 +142,4 @@ def save_local_blocks(
     return save(endpoint, bucket, role_arn, region, registry=registry, proxy_root=proxy_root, health_timeout=health_timeout)
 
 
-__all__ = ["run_release", "run_rollback", "read_history", "save_local_blocks", "SlipwayError"]
+__all__ = ["run_release", "run_rollback", "read_history", "save_local_blocks", "approve", "paused_runs", "SlipwayError"]

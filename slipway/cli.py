@@ -137,6 +137,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    from slipway.ledger import default_actor
+
+    runner = _runner()
+    out = runner.approve(args.app, args.env, approve=not args.reject, reason=args.reason or "", approver=args.approver or default_actor())
+    verb = "rejected" if args.reject else "approved"
+    print(f"{args.app}/{args.env}: {verb}; the release goes on within a few seconds" + (f" (run {out['run_url']})" if out["run_url"] else ""))
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     runner = _runner()
     entries, heads = runner.read_history(args.app, args.env)
@@ -191,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--to", default=None, metavar="RELEASE_ID")
     rb.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS", help="wait this long for a running release (0: refuse)")
     rb.set_defaults(func=cmd_rollback)
+
+    ap = sub.add_parser("approve", help="answer a release paused for approval (or at an INCONCLUSIVE canary) in ENV")
+    ap.add_argument("app")
+    ap.add_argument("env")
+    ap.add_argument("--reject", action="store_true", help="stop the release (a paused canary rolls back)")
+    ap.add_argument("--reason", default="", help="recorded in the ledger")
+    ap.add_argument("--approver", default=None, help="recorded in the ledger (default: user@host)")
+    ap.set_defaults(func=cmd_approve)
 
     hist = sub.add_parser("history", help="the ledger, newest first")
     hist.add_argument("app")

@@ -4,10 +4,14 @@ Docker host: a *version* is a release id. ``prepare`` starts the release's conta
 live one and waits for its health path; ``point`` switches the environment's stable port to it with a
 graceful nginx reload (starting the release's image again if its container is gone, as on a rollback long
 after the old container was retired); ``settle`` retires the other containers once verified; ``discard``
-removes a failed release's container.
+removes a failed release's container. A canary: ``shift`` splits the stable port between the stable and the
+canary container with nginx weights (stable stays the primary, so ``serving`` still names it), ``drive`` sends
+synthetic requests through the stable port, ``canary_sample`` reads each side's requests, errors and latencies
+from the proxy's access log; ``point`` ends the split either way.
 
 ECS: a *version* is a task-definition ARN pinned to the image digest; ``point`` updates the service and waits
-until its PRIMARY deployment runs that revision.
+until its PRIMARY deployment runs that revision. No canary: splitting an ECS service's traffic needs a load
+balancer with two target groups (CodeDeploy blue/green), which Slipway does not manage.
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ import json
 import re
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from slipway import docker_host, ecs_target
+from slipway.canary import SideSample
 from slipway.errors import DeployError, RollbackError
 from slipway.http_verify import run_http_checks
 from slipway.models import ArtifactRef, CheckResult, DeployResult, VerifyResult
 from slipway.proxy import NginxProxy
+from slipway.proxy_metrics import sample_from_access_log
+from slipway.traffic import TrafficResult, drive_http
 
 _LISTEN_RE = re.compile(r"listen\s+127\.0\.0\.1:(\d+)")
 
@@ -141,9 +149,11 @@ class DockerHostTarget:
             raise
         return slot
 
-    def _running_slot(self, release_id: str):
-        for slot in reversed(self._slots()):
-            if slot.release_id == release_id and self._healthy(slot):
+    def _running_slot(self, release_id: str, prefer_port: int | None = None):
+        """The release's newest healthy container; the one on ``prefer_port`` (the routed one) if that is healthy."""
+        slots = [s for s in reversed(self._slots()) if s.release_id == release_id]
+        for slot in sorted(slots, key=lambda s: s.port != prefer_port):  # stable sort: newest first otherwise
+            if self._healthy(slot):
                 return slot
         return None
 
@@ -189,15 +199,60 @@ class DockerHostTarget:
         return run_http_checks(self.endpoint, checks or [self.default_check()])
 
     def settle(self, live_version: str) -> None:
+        routed = self.proxy.current_upstreams(self.route)  # never pull a container nginx still sends requests to
         for slot in self._slots():
-            if slot.release_id != live_version:
+            if slot.release_id != live_version and slot.port not in routed:
                 docker_host.remove_container(self.client, slot.container_id)
 
     def discard(self, version: str) -> None:
-        serving_port = self.proxy.current_upstream(self.route)
+        # Every routed port is kept, not only the stable one: a canary discarded while its split is still in
+        # place keeps its container (removing it would turn its share into 502s); point() ends the split first.
+        routed = self.proxy.current_upstreams(self.route)
         for slot in self._slots():
-            if slot.release_id == version and slot.port != serving_port:
+            if slot.release_id == version and slot.port not in routed:
                 docker_host.remove_container(self.client, slot.container_id)
+
+    # ---- canary -----------------------------------------------------------------------------------------
+    def shift(self, stable_version: str, canary_version: str, canary_percent: int, *, error_cls=DeployError) -> None:
+        """Send ``canary_percent`` (1..99) of the stable port's requests to the canary's container, the rest to the
+        stable one's. Stable stays the route's primary, so ``serving()`` keeps naming it during the split."""
+        if not isinstance(canary_percent, int) or isinstance(canary_percent, bool) or not 1 <= canary_percent <= 99:
+            raise error_cls(f"canary share {canary_percent!r}% is not a whole percentage in 1-99", target=self.name,
+                            hint="use point() to send 0% or 100% to one release", ref="invalid-traffic-split")
+        if stable_version == canary_version:
+            raise error_cls(f"stable and canary are the same release {stable_version}", target=self.name,
+                            hint="a canary compares two different releases", ref="invalid-traffic-split")
+        stable = self._running_slot(stable_version, prefer_port=self.proxy.current_upstream(self.route))
+        if stable is None:
+            raise error_cls(
+                f"stable release {stable_version} has no running healthy container to keep serving "
+                f"{100 - canary_percent}% of requests", target=self.name,
+                hint="point the environment at a running release (roll back) before starting a canary", ref="stable-not-running",
+            )
+        canary = self._running_slot(canary_version)
+        if canary is None:
+            raise error_cls(f"canary release {canary_version} has no running healthy container", target=self.name,
+                            hint="prepare the canary release before shifting traffic to it", ref="canary-not-running")
+        self.proxy.route_weighted(self.route, self.listen_port, {stable.port: 100 - canary_percent, canary.port: canary_percent},
+                                  primary=stable.port)
+
+    def canary_sample(self, stable_version: str, canary_version: str, start: datetime, end: datetime) -> tuple[SideSample, SideSample]:
+        """(stable, canary) from the requests the proxy served in ``[start, end)``, attributed by container port.
+
+        Ports come from the containers' labels, so sample before ``discard``/``settle`` remove a side's container."""
+        ports: dict[str, list[int]] = {stable_version: [], canary_version: []}
+        for slot in self._slots():
+            if slot.release_id in ports:
+                ports[slot.release_id].append(slot.port)
+        samples = sample_from_access_log(self.proxy.access_log(self.route), ports, start, end)
+        return samples[stable_version], samples[canary_version]
+
+    def drive(self, items: list[dict], rate_per_s: float, duration_s: float, *, max_requests: int = 10_000,
+              clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None) -> TrafficResult:
+        """Bounded synthetic requests through the stable port (see ``slipway.traffic.drive_http``); the proxy's
+        weights decide which side answers each. ``clock``/``sleep`` default to the target's own."""
+        return drive_http(self.endpoint, items, rate_per_s=rate_per_s, duration_s=duration_s, max_requests=max_requests,
+                          clock=clock or self.clock, sleep=sleep or self.sleep)
 
 
 class EcsTarget:
@@ -275,6 +330,24 @@ class EcsTarget:
 
     def discard(self, version: str) -> None:
         """A failed revision stays registered (it is the evidence); the service no longer uses it."""
+
+    # ---- canary: refused --------------------------------------------------------------------------------
+    def _no_canary(self, error_cls=DeployError) -> DeployError:
+        return error_cls(
+            "canary/linear is not supported on the ECS target: an ECS canary needs a load balancer with two target "
+            "groups (CodeDeploy blue/green)", target=self.name, hint="use strategy all-at-once for ecs environments",
+            ref="strategy-unsupported",
+        )
+
+    def shift(self, stable_version: str, canary_version: str, canary_percent: int, *, error_cls=DeployError) -> None:
+        raise self._no_canary(error_cls)
+
+    def canary_sample(self, stable_version: str, canary_version: str, start: datetime, end: datetime) -> tuple[SideSample, SideSample]:
+        raise self._no_canary()
+
+    def drive(self, items: list[dict], rate_per_s: float, duration_s: float, *, max_requests: int = 10_000,
+              clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None) -> TrafficResult:
+        raise self._no_canary()
 
 
 def proxy_for(root: str | Path, nginx_binary: str = "nginx") -> NginxProxy:

@@ -9,6 +9,11 @@ which version answers each request; the reply's ``ExecutedVersion`` is counted p
 Requests are sent one after another. When an invoke takes longer than ``1 / rate_per_s`` the driver falls
 behind its schedule and simply sends fewer requests (it never bursts to catch up). Clock and sleep are
 parameters, so tests run the schedule on a fake clock while the invokes themselves are real.
+
+``drive_http`` does the same for an HTTP endpoint (a docker-host environment's stable port): same schedule,
+same bounds, request dicts like the spec's HttpRequest. The proxy decides which version answers; nothing in
+the reply says which, so the counts are per endpoint and the per-version split is read from the proxy's
+access log (``slipway.proxy_metrics``).
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import json
 import math
 import re
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from slipway.errors import VerificationFailed
+from slipway.http_verify import REQUEST_KEYS, _encode_body, _send  # one way to send a request: the smoke checks'
 
 _RATE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*/\s*(?P<unit>[sm])\s*$")
 _PER_UNIT_S = {"s": 1.0, "m": 60.0}
@@ -30,7 +37,8 @@ _PER_UNIT_S = {"s": 1.0, "m": 60.0}
 
 @dataclass(frozen=True)
 class TrafficResult:
-    """What was sent. ``errors`` counts replies with a FunctionError (the handler failed), per version too."""
+    """What was sent. ``errors`` counts replies with a FunctionError (the handler failed), per version too;
+    for HTTP, replies with status >= 500 and requests that got no HTTP reply at all."""
 
     sent: int
     errors: int
@@ -110,3 +118,71 @@ def _validate(function: str, qualifier: str, events: list[dict], rate_per_s: flo
         raise ValueError(f"traffic duration must be > 0 seconds, got {duration_s}")
     if max_requests < 1:
         raise ValueError(f"max_requests must be >= 1, got {max_requests}")
+
+
+def drive_http(
+    base_url: str,
+    requests: list[dict],
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    max_requests: int = 10_000,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    timeout_s: float = 5.0,
+) -> TrafficResult:
+    """Send ``requests`` (``{method, path, body, headers}``) to ``base_url`` round-robin; request i is due at
+    ``i / rate_per_s``. Direct connections only, redirects not followed. Any HTTP reply is a response (a 4xx is
+    not an error, a 5xx is); a refused, reset or timed-out request is an error, and the run goes on."""
+    _validate_http(base_url, requests, rate_per_s, duration_s, max_requests, timeout_s)
+    prepared = [_prepare(base_url, request) for request in requests]  # a body that is not JSON fails here
+    limit = min(max_requests, math.ceil(rate_per_s * duration_s))
+    sent = errors = 0
+    started = clock()
+    while sent < limit:
+        due = started + sent / rate_per_s
+        now = clock()
+        if now - started >= duration_s:
+            break
+        if due > now:
+            sleep(due - now)
+        url, data, headers, method = prepared[sent % len(prepared)]
+        try:
+            status, _ = _send(urllib.request.Request(url, data=data, headers=headers, method=method), timeout_s)
+        except OSError:
+            status = None
+        sent += 1
+        errors += 1 if status is None or status >= 500 else 0
+        # Which version answered is the proxy's choice and is not in the reply: counted per endpoint.
+    by_version = {"endpoint": sent} if sent else {}
+    errors_by_version = {"endpoint": errors} if errors else {}
+    return TrafficResult(sent=sent, errors=errors, by_version=by_version, duration_s=clock() - started,
+                         errors_by_version=errors_by_version)
+
+
+def _prepare(base_url: str, request: dict) -> tuple[str, bytes | None, dict[str, str], str]:
+    data, headers = _encode_body(request.get("body"), dict(request.get("headers") or {}))
+    return base_url.rstrip("/") + (request.get("path") or "/"), data, headers, str(request.get("method") or "GET").upper()
+
+
+def _validate_http(base_url: str, requests: list[dict], rate_per_s: float, duration_s: float, max_requests: int,
+                   timeout_s: float) -> None:
+    if not str(base_url).startswith(("http://", "https://")):
+        raise ValueError(f"synthetic traffic needs an http:// or https:// base URL, got {base_url!r}")
+    if not requests:
+        raise ValueError("synthetic traffic needs at least one request to send")
+    for i, request in enumerate(requests):
+        extra = sorted(set(request) - REQUEST_KEYS)
+        if extra:
+            raise ValueError(f"traffic request {i}: unknown key(s) {', '.join(extra)} (a request takes "
+                             f"{', '.join(sorted(REQUEST_KEYS))})")
+        if not str(request.get("path") or "/").startswith("/"):
+            raise ValueError(f"traffic request {i}: path {request.get('path')!r} must start with /")
+    if not (math.isfinite(rate_per_s) and rate_per_s > 0):
+        raise ValueError(f"traffic rate must be > 0 requests per second, got {rate_per_s}")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"traffic duration must be > 0 seconds, got {duration_s}")
+    if max_requests < 1:
+        raise ValueError(f"max_requests must be >= 1, got {max_requests}")
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"request timeout must be > 0 seconds, got {timeout_s}")
