@@ -34,6 +34,8 @@ test-unit: install
 bench: install
 	$(PY) bench/release_bench.py
 	$(PY) bench/container_bench.py
+	$(PY) bench/canary_bench.py
+	$(PY) bench/progressive_bench.py
 
 local-up: install
 	$(VENV)/bin/slipway local up

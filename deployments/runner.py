@@ -110,7 +110,11 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
     """Answer the paused release of APP/ENV (Prefect has no CLI to resume a paused run)."""
     from prefect.flow_runs import resume_flow_run
 
-    runs = paused_runs(app, environment)
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    runs = [r for r in paused_runs(app, environment)  # a run killed while paused stays PAUSED until its pause expires
+            if not (r.state and r.state.state_details.pause_timeout and r.state.state_details.pause_timeout < now)]
     if not runs:
         raise SlipwayError(
             f"no release of {app} is waiting for a decision in {environment}",
@@ -122,8 +126,13 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
         names = ", ".join(str(r.id) for r in runs)
         raise SlipwayError(f"{len(runs)} paused runs of {app}/{environment}: {names}", hint="answer each in the Prefect UI", ref="ambiguous-approval")
     run = runs[0]
-    resume_flow_run(run.id, run_input={"approve": approve, "reason": reason, "approver": approver})
-    return {"flow_run_id": str(run.id), "run_url": ui_url_for_run(run.id), "question": (run.state.state_details.pause_key if run.state else None)}
+    try:
+        resume_flow_run(run.id, run_input={"approve": approve, "reason": reason, "approver": approver})
+    except Exception as exc:  # noqa: BLE001 - the server refused (answered meanwhile, expired, invalid input)
+        raise SlipwayError(f"could not answer the paused run {run.id} of {app}/{environment}: {exc}",
+                           hint="answer it in the Prefect UI, or see `slipway history APP`", ref="approval-refused") from exc
+    release_id = ((run.parameters or {}).get("artifact") or {}).get("release_id")
+    return {"flow_run_id": str(run.id), "run_url": ui_url_for_run(run.id), "release_id": release_id}
 
 
 def read_history(app: str, environment: str | None, store_block: str = "default"):

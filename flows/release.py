@@ -67,6 +67,8 @@ def rollback(
     _, ledger = t.open_store(store_block)
     head = ledger.head(app, environment)
     location = head.location or ({"function": head.function, "alias": head.alias or "live"} if head.function else None)
+    if not location and automatic:
+        return None  # the failed (or cancelled) run never touched this environment: nothing to roll back
     if not location:
         raise ReleaseFailed(
             f"nothing has been deployed to {app}/{environment}", hint="check the app and environment names (`slipway history APP`)",
@@ -112,7 +114,8 @@ def _roll_back_failed_stage(flow, flow_run, state) -> None:
 
 
 # ---- one environment ------------------------------------------------------------------------------------
-@flow(name="deploy-environment", flow_run_name="deploy {app}/{environment}", on_failure=[_roll_back_failed_stage], on_crashed=[_roll_back_failed_stage])
+@flow(name="deploy-environment", flow_run_name="deploy {app}/{environment}", on_failure=[_roll_back_failed_stage],
+      on_crashed=[_roll_back_failed_stage], on_cancellation=[_roll_back_failed_stage])
 def deploy_environment(
     app: str,
     environment: str,
@@ -148,8 +151,9 @@ def _approval_gate(ctx_args: dict, artifact: ArtifactRef, env) -> None:
 def _deploy_environment(ctx_args: dict, env, artifact: ArtifactRef, action: str, reconcile_first: bool) -> dict:
     app, environment, store_block = ctx_args["app"], ctx_args["env_name"], ctx_args["store_block"]
     logger = get_run_logger()
-    if reconcile_first:
-        t.reconcile_environment(ctx_args)
+    # Decided here, under the lock, not from the plan: a run killed while this one waited (for approval or the lock)
+    # leaves an in-progress record only now visible. With nothing in progress this reads the head and does nothing.
+    t.reconcile_environment(ctx_args)
     snapshot = t.snapshot_alarms(ctx_args, env.alarms) if env.alarms and action != "verify-live" else None
     strategy = env.progressive
     if action == "verify-live":
@@ -165,7 +169,7 @@ def _deploy_environment(ctx_args: dict, env, artifact: ArtifactRef, action: str,
                 logger.info("%s: nothing live to compare a canary with, so this first release goes all-at-once", environment)
             started_seq = t.shift_traffic(ctx_args, artifact, deployed)
             if env.alarms:
-                t.check_alarms(ctx_args, artifact, version, env.alarms, snapshot)
+                t.check_alarms(ctx_args, artifact, version, env.alarms, snapshot, 100)
     result = t.verify_release(ctx_args, artifact, version, started_seq)
     publish_history_artifact(store_block, app, environment)
     return {"environment": environment, "version": version, "passed": result.passed}
@@ -179,6 +183,8 @@ def _progressive(ctx_args: dict, env, artifact: ArtifactRef, stable: str, deploy
     started_seq, _ = t.begin_progressive(ctx_args, artifact, deployed, strategy.name, steps)
     baked = bake_schedule(steps)
     for i, percent in enumerate(baked, 1):
+        if env.alarms and i > 1:  # between bakes (the metrics delay, a human's pause): alarms first
+            t.check_alarms(ctx_args, artifact, version, env.alarms, snapshot, baked[i - 2])
         t.shift_weight(ctx_args, artifact, stable, version, percent, started_seq)
         extensions, since = 0, None
         while True:
@@ -217,6 +223,8 @@ def _progressive(ctx_args: dict, env, artifact: ArtifactRef, stable: str, deploy
                      "or set analysis.inconclusive to pause",
                 evidence={"verdict": verdict, "percent": percent}, ref="canary-inconclusive",
             )
+    if env.alarms:
+        t.check_alarms(ctx_args, artifact, version, env.alarms, snapshot, baked[-1] if baked else 100)
     t.promote(ctx_args, artifact, version, started_seq)
     return started_seq
 
@@ -338,7 +346,8 @@ def _release_checkout(
         reason = exc.message if isinstance(exc, SlipwayError) else (state.message or "failed")
         stage = exc.stage if isinstance(exc, SlipwayError) else "deploy"
         before = heads[step.environment]
-        if head.last_seq == before.last_seq:  # failed before anything was recorded: nothing live changed
+        touched = t.environment_touched_since(store_block, spec.app, step.environment, before.last_seq)
+        if not touched:  # failed before any deploy or rollback was recorded (a rejected approval, a held lock, …)
             live = (f"{head.live.release_id}" + (f" (version {head.live.version})" if head.live.version != head.live.release_id else "")
                     if head.live else "nothing")
             back = f"unchanged (still serving {live})"

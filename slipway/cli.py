@@ -20,7 +20,7 @@ from slipway.errors import InputError, SlipwayError
 
 
 # Errors that mean "the request cannot be carried out as asked" (exit 2), not "it ran and failed" (exit 1).
-USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed", "environment-locked"}
+USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed", "environment-locked", "nothing-to-approve"}
 
 
 class CliError(Exception):
@@ -140,10 +140,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     from slipway.ledger import default_actor
 
+    approver = args.approver or default_actor()
+    if len(args.reason or "") > 500 or len(approver) > 100:
+        raise CliError("--reason is limited to 500 characters and --approver to 100; shorten them")
     runner = _runner()
-    out = runner.approve(args.app, args.env, approve=not args.reject, reason=args.reason or "", approver=args.approver or default_actor())
+    out = runner.approve(args.app, args.env, approve=not args.reject, reason=args.reason or "", approver=approver)
     verb = "rejected" if args.reject else "approved"
-    print(f"{args.app}/{args.env}: {verb}; the release goes on within a few seconds" + (f" (run {out['run_url']})" if out["run_url"] else ""))
+    what = f"release {out['release_id']}" if out.get("release_id") else "the paused release"
+    print(f"{args.app}/{args.env}: {what} {verb} by {approver}; the run picks the answer up within a few seconds"
+          + (f" (run {out['run_url']})" if out["run_url"] else ""))
     return 0
 
 

@@ -237,13 +237,21 @@ class DockerHostTarget:
                                   primary=stable.port)
 
     def canary_sample(self, stable_version: str, canary_version: str, start: datetime, end: datetime) -> tuple[SideSample, SideSample]:
-        """(stable, canary) from the requests the proxy served in ``[start, end)``, attributed by container port.
+        """(stable, canary) from the requests the proxy served in ``[start, end)``, attributed by upstream port.
 
-        Ports come from the containers' labels, so sample before ``discard``/``settle`` remove a side's container."""
+        The split route itself says which port is which: its primary is the stable side, the other upstream the
+        canary (container labels could name a stopped container's old port). Without a split (sampled after the
+        route went back to one upstream), the running containers' labels are used."""
         ports: dict[str, list[int]] = {stable_version: [], canary_version: []}
-        for slot in self._slots():
-            if slot.release_id in ports:
-                ports[slot.release_id].append(slot.port)
+        upstreams = self.proxy.current_upstreams(self.route)
+        primary = self.proxy.current_upstream(self.route)
+        if len(upstreams) > 1 and primary in upstreams:
+            ports[stable_version] = [primary]
+            ports[canary_version] = [port for port in upstreams if port != primary]
+        else:
+            for slot in self._slots():
+                if slot.release_id in ports and self._healthy(slot):
+                    ports[slot.release_id].append(slot.port)
         samples = sample_from_access_log(self.proxy.access_log(self.route), ports, start, end)
         return samples[stable_version], samples[canary_version]
 

@@ -1,4 +1,5 @@
-"""``make demo``: release examples/hello-lambda v1 through dev → staging → prod, then a broken v2; and, when a
+"""``make demo``: release examples/hello-lambda v1 through dev → staging → prod, then a broken v2; a canary
+release of a v3 that fails ~30% of requests (judged FAIL at 20% of prod's traffic, rolled back); and, when a
 Docker engine is there, the same with examples/hello-service (a container image, blue/green through nginx).
 
 Drives the real ``slipway`` CLI (each command is printed before it runs) against the embedded local stack,
@@ -47,6 +48,7 @@ def _git(repo: Path, *args: str) -> str:
 
 def make_repo(workdir: Path, example: Path, v2_files: dict[str, str]) -> Path:
     """A real git repository: v1 tagged, then v2 (the broken one) tagged on top."""
+    workdir.mkdir(parents=True, exist_ok=True)
     repo = workdir / example.name
     shutil.copytree(example, repo, ignore=shutil.ignore_patterns("demo", "__pycache__", ".pytest_cache"))
     ident = ["-c", "user.name=Demo", "-c", "user.email=demo@example.com"]
@@ -99,6 +101,40 @@ def demo_lambda(workdir: Path) -> tuple[list[str], list[str]]:
     return problems, lines
 
 
+def demo_canary(workdir: Path) -> tuple[list[str], list[str]]:
+    print("\n=== 2. a canary: v3 of hello-lambda fails ~30% of real requests; 20% of prod's traffic tries it ===", flush=True)
+    from slipway.canary import CanaryVerdict
+
+    example = EXAMPLES / "hello-lambda"
+    repo = make_repo(workdir / "canary", example, {"app_v3_flaky.py": "src/app.py"})
+    url = f"file://{repo}"
+    spec = ("--spec", "slipway.canary.yaml")
+    _slipway("release", url, "--ref", "v1", *spec)  # the first release has nothing to compare with: all-at-once
+    started = time.monotonic()
+    bad = _slipway("release", url, "--ref", "v2", *spec, check=False)
+    elapsed = time.monotonic() - started
+    history = json.loads(_slipway("history", "hello-canary", "--json", show=False).stdout)
+    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v2")
+    entries = [e for e in history["entries"] if e["environment"] == "prod"]  # newest first
+    problems = []
+    if bad.returncode == 0:
+        problems.append("hello-canary: the flaky v3 was promoted")
+    verdict = next((e for e in entries if e["kind"] == "canary-verdict" and e["commit"] == v2), None)
+    rolled = next((e for e in entries if e["kind"] == "rolled-back"), None)
+    live = (history["heads"].get("prod") or {}).get("live") or {}
+    if verdict is None or verdict["detail"].get("verdict") != "FAIL":
+        problems.append(f"hello-canary: expected a FAIL verdict for v3, got {verdict and verdict['detail'].get('verdict')}")
+    if rolled is None or live.get("commit") != v1 or (history["heads"]["prod"].get("canary") is not None):
+        problems.append("hello-canary: prod is not back on v1 with 100% of the traffic")
+    if verdict is not None:
+        print("\nthe verdict and its evidence (also a Prefect artifact `canary-hello-canary-prod`, and in the ledger):\n")
+        print(CanaryVerdict.model_validate({k: v for k, v in verdict["detail"].items() if k != "percent"}).markdown())
+    _slipway("history", "hello-canary", "--env", "prod")
+    lines = [f"  hello-canary   prod     live: {live.get('release_id')} (v1, Lambda version {live.get('version')})  — "
+             f"v3 judged FAIL at 20%, 100% back on v1; {elapsed:.0f} s from `slipway release` to stable"]
+    return problems, lines
+
+
 def _base_image_ready() -> str | None:
     """None when python:3.11-slim is on the engine (built locally if needed), else why not."""
     if subprocess.run(["docker", "image", "inspect", "python:3.11-slim"], capture_output=True).returncode == 0:
@@ -111,7 +147,7 @@ def _base_image_ready() -> str | None:
 
 
 def demo_container(workdir: Path) -> tuple[list[str], list[str]]:
-    print("\n=== 2. examples/hello-service: a container image on the Docker host, blue/green through nginx ===", flush=True)
+    print("\n=== 3. examples/hello-service: a container image on the Docker host, blue/green through nginx ===", flush=True)
     repo = make_repo(workdir, EXAMPLES / "hello-service", {"app_v2.py": "app.py", "test_app_v2.py": "tests/test_app.py"})
     url = f"file://{repo}"
     first = _slipway("release", url, "--ref", "v1")
@@ -158,9 +194,12 @@ def main() -> int:
     os.environ.update(status["env"])
     workdir = Path(tempfile.mkdtemp(prefix="slipway-demo-"))
     problems, lines = demo_lambda(workdir)
+    more_problems, more_lines = demo_canary(workdir)
+    problems += more_problems
+    lines += more_lines
     skipped = status.get("docker") if not status.get("registry") else _base_image_ready()
     if skipped:
-        print(f"\n=== 2. examples/hello-service: skipped — {skipped} ===")
+        print(f"\n=== 3. examples/hello-service: skipped — {skipped} ===")
     else:
         more_problems, more_lines = demo_container(workdir)
         problems += more_problems
@@ -174,7 +213,7 @@ def main() -> int:
         print("\nDEMO DID NOT BEHAVE AS DESIGNED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     print("\ndemo behaved as designed: v1 live everywhere; each v2 stopped in dev (rolled back, or never took traffic);"
-          " staging and prod untouched.")
+          " staging and prod untouched; the flaky canary judged FAIL and prod back on v1.")
     return 0
 
 

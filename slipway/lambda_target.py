@@ -234,7 +234,8 @@ class LambdaTarget:
         from slipway.lambda_metrics import version_sample
 
         if self.cw is None:
-            raise DeployError("no CloudWatch client for canary analysis", target=self.name, ref="canary-metrics-unavailable")
+            raise DeployError("no CloudWatch client for canary analysis", target=self.name,
+                              hint="construct LambdaTarget with cw= (the release tasks always do)", ref="canary-metrics-unavailable")
         # CloudWatch keys datapoints by the start of their period: widen the window to whole periods so no
         # invoke of the bake is lost (both sides get the same widening, so the comparison stays like for like)
         period = self.metrics_period_s

@@ -254,6 +254,10 @@ class Ledger:
     def head(self, app: str, env: str) -> EnvHead:
         return self._read(app, env)[0]
 
+    def entries_after(self, app: str, env: str, seq: int) -> list[LedgerEntry]:
+        """Entries with a sequence number above ``seq``, oldest first."""
+        return self._entries_after(app, env, seq)
+
     def entries(self, app: str, env: str, limit: int | None = None) -> list[LedgerEntry]:
         return self._entries_after(app, env, 0, limit)
 

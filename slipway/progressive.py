@@ -201,7 +201,7 @@ def _alarm_fired(ctx: EnvContext, artifact: ArtifactRef, version: str, percent: 
         message=message, detail={"percent": percent, "alarms": evidence},
     )
     raise CanaryFailed(
-        f"canary of {artifact.release_id} at {percent}%: {message.split(': ', 1)[1]} (it was not in ALARM before the release)",
+        f"{'canary' if percent < 100 else 'release'} of {artifact.release_id} at {percent}%: {message.split(': ', 1)[1]} (it was not in ALARM before the release)",
         target=ctx.target.name, hint="traffic goes back to the stable version; look at the alarm, then release again",
         evidence={"alarms": evidence, "percent": percent}, ref="alarm-fired",
     )

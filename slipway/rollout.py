@@ -184,6 +184,8 @@ def roll_back(
             )
     leaving = ip.release_id if ip is not None and ip.kind == "deploy" else (head.live.release_id if head.live else None)
     serving = ctx.target.serving()
+    if head.canary and ip is not None and ip.kind == "deploy" and ip.version:
+        serving = ip.version  # during a canary the alias/proxy's primary is the stable side: we leave the canary
     ctx.ledger.record(
         ctx.app, ctx.environment, "rollback-started", release_id=target.release_id if target else None,
         version=target.version if target else None, run_id=ctx.run_id,

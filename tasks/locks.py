@@ -47,8 +47,23 @@ def environment_lock(app: str, env: str, wait_seconds: float):
     except AcquireConcurrencySlotTimeoutError as exc:
         if acquired:
             raise
-        raise DeployError(
-            f"another release or rollback of {app}/{env} is running",
-            hint=f"waited {wait_seconds:g}s; retry later, or pass a longer --lock-wait",
-            ref="environment-locked",
-        ) from exc
+        hint = f"waited {wait_seconds:g}s; retry later, or pass a longer --lock-wait"
+        if _paused_here(app, env):
+            hint = (f"a release of {app} is paused in {env} waiting for a decision: `slipway approve {app} {env}` "
+                    f"lets it go on, `slipway approve {app} {env} --reject` stops it (a canary rolls back)")
+        raise DeployError(f"another release or rollback of {app}/{env} is running", hint=hint, ref="environment-locked") from exc
+
+
+def _paused_here(app: str, env: str) -> bool:
+    """Is the run holding the lock a release paused for a human (approval or an INCONCLUSIVE canary)?"""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        with get_client(sync_client=True) as client:
+            return bool(client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"deploy {app}/{env}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+            ), limit=1))
+    except Exception:  # noqa: BLE001 - only improves a hint
+        return False

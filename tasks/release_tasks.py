@@ -242,6 +242,14 @@ def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
     return spec
 
 
+@task(name="environment-touched", **TRANSIENT_RETRIES)
+def environment_touched_since(store_block: str, app: str, env: str, seq: int) -> bool:
+    """Did a deploy or a rollback start in ``env`` after ledger entry ``seq``? (Decisions and verdicts alone do not
+    change what serves.)"""
+    _, ledger = open_store(store_block)
+    return any(e.kind in ("deploy-started", "rollback-started") for e in ledger.entries_after(app, env, seq))
+
+
 @task(name="read-ledger-heads", **TRANSIENT_RETRIES)
 def read_heads(store_block: str, app: str, environments: list[str]) -> dict[str, EnvHead]:
     _, ledger = open_store(store_block)
@@ -470,15 +478,16 @@ def _gate_from(ctx_args: dict, names: list[str], snapshot: dict | None):
 
 
 @task(name="check-alarms", cache_policy=NO_CACHE)
-def check_alarms(ctx_args: dict, artifact: ArtifactRef, version: str, names: list[str], snapshot: dict) -> None:
-    """All-at-once deploys: after the smoke checks, an alarm newly in ALARM fails the stage (and rolls back)."""
+def check_alarms(ctx_args: dict, artifact: ArtifactRef, version: str, names: list[str], snapshot: dict, percent: int = 100) -> None:
+    """Between steps, before a promotion and after an all-at-once switch: an alarm newly in ALARM fails the stage
+    (and rolls back)."""
     from slipway import progressive
 
     gate = _gate_from(ctx_args, names, snapshot)
     fired = gate.check() if gate else []
     if fired:
         ctx = env_context(**ctx_args)
-        progressive._alarm_fired(ctx, artifact, version, 100, fired, gate, "after the switch")
+        progressive._alarm_fired(ctx, artifact, version, percent, fired, gate, "after the switch" if percent == 100 else "between steps")
 
 
 @task(name="begin-progressive", cache_policy=NO_CACHE)

@@ -219,3 +219,50 @@ def test_the_hello_service_example_releases_to_dev(docker_client, prefect_api, a
     finally:
         for c in docker_client.containers.list(all=True, filters={"label": "dev.slipway.app=hello-service-t"}):
             c.remove(force=True)
+
+
+CANARY_SPEC = """app: {app}
+artifact:
+  type: docker-image
+  health_path: /health
+verify:
+  smoke:
+    - name: page
+      request: {{path: /index.html}}
+      expect: {{status: 200, body_contains: "hello-{expected}"}}
+environments:
+  - name: dev
+    strategy:
+      canary: {{steps: [50, 100], bake: 3s}}
+    traffic:
+      rate: 40/s
+      requests: [{{path: /index.html}}, {{path: /health}}]
+    analysis: {{min_requests: 20, max_latency_increase: 5, inconclusive: fail}}
+"""
+
+
+def test_a_canary_on_the_docker_host_splits_traffic_through_the_proxy_and_is_promoted(service_repo, docker_client):
+    from tasks.release_tasks import open_store
+
+    repo = service_repo
+    repo.commit("v1", expected="v1", tag="v1")
+    (repo.path / "slipway.yaml").write_text(CANARY_SPEC.format(app=repo.app, expected="v1"))
+    git(repo.path, "commit", "-qam", "dev by canary")
+    state, first = run_release(repo_url=repo.url, ref="main")
+    assert state.is_completed(), first  # the first release: nothing to compare with, all at once
+    (repo.path / "Dockerfile").write_text(SERVICE.format(version="v2", health=HEALTHY))
+    (repo.path / "slipway.yaml").write_text(CANARY_SPEC.format(app=repo.app, expected="v2"))
+    git(repo.path, "commit", "-qam", "v2")
+
+    state, second = run_release(repo_url=repo.url, ref="main")
+    assert state.is_completed(), second
+    entries = open_store("default")[1].entries(repo.app, "dev")
+    assert [e.kind for e in entries][-5:] == ["deploy-started", "traffic-shifted", "canary-verdict", "deployed", "verified"]
+    verdict = entries[-3].detail
+    assert verdict["verdict"] == "PASS", verdict["reason"]
+    error_rate = verdict["metrics"][0]
+    # the split is measured from the proxy's access log: both sides got their half of the synthetic traffic
+    assert error_rate["stable"]["requests"] >= 20 and error_rate["canary"]["requests"] >= 20
+    assert abs(error_rate["stable"]["requests"] - error_rate["canary"]["requests"]) <= 2
+    assert get(endpoint(repo.app, "dev") + "/index.html") == (200, "hello-v2")
+    assert containers(docker_client, repo.app, "dev") == [second["release_id"]]  # the old container retired

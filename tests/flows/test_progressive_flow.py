@@ -158,6 +158,7 @@ def test_a_rejected_release_touches_nothing(prefect_api, app_repo):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     assert "prod not approved: freeze until Monday (grace)" in out + err
+    assert "prod unchanged (still serving nothing)" in out + err and "rolled back" not in out + err
     assert [e.kind for e in ledger_entries(repo.app, "prod")] == ["rejected"]
 
 
@@ -171,3 +172,59 @@ def test_no_decision_in_time_is_a_rejection(prefect_api, app_repo):
     assert "prod not approved: no decision within 2s (timed out = rejected) (nobody)" in str(err)
     entries = ledger_entries(repo.app, "prod")
     assert [(e.kind, e.actor) for e in entries] == [("rejected", "nobody")]
+
+
+# ---- INCONCLUSIVE: never a silent pass ----------------------------------------------------------------------
+QUIET_ENV = """
+  - name: prod
+    strategy:
+      canary: {{steps: [50, 100], bake: 1s}}
+    analysis: {{min_requests: 20, inconclusive: {policy}, max_extensions: 1}}
+"""
+
+
+def quiet_repo(app_repo, policy: str):
+    """prod by canary with no synthetic traffic (and nothing else calling the function): every bake is INCONCLUSIVE."""
+    repo = app_repo()
+    spec = (repo.path / "slipway.yaml").read_text()
+    repo.write("slipway.yaml", spec[: spec.index("environments:")] + "environments:" + QUIET_ENV.format(policy=policy))
+    repo.commit("quiet prod", tag="q1")
+    repo.write("src/app.py", (repo.path / "src/app.py").read_text().replace('VERSION = "1"', 'VERSION = "2"')).commit("v2", tag="q2")
+    return repo
+
+
+def test_an_inconclusive_canary_is_extended_then_fails_and_rolls_back(prefect_api, app_repo):
+    from flows.release import release
+
+    lam = lam_client(prefect_api)
+    repo = quiet_repo(app_repo, "extend")
+    assert release(repo_url=repo.url, ref="q1", return_state=True).is_completed()
+    state = release(repo_url=repo.url, ref="q2", return_state=True)
+    err = state.result(raise_on_failure=False)
+    assert state.is_failed()
+    assert "canary at 50% INCONCLUSIVE after 1 extension(s): inconclusive on error_rate: too little traffic" in str(err)
+    assert alias(lam, f"{repo.app}-prod") == ("1", {})
+    verdicts = [e for e in ledger_entries(repo.app, "prod") if e.kind == "canary-verdict"]
+    assert [v.detail["verdict"] for v in verdicts] == ["INCONCLUSIVE", "INCONCLUSIVE"]
+    assert "(step 1/1, extension 1)" in verdicts[-1].message
+    # the extension judged the whole step so far: its window starts where the first bake's did
+    assert verdicts[-1].detail["window"]["start"] == verdicts[0].detail["window"]["start"]
+    assert ledger_entries(repo.app, "prod")[-1].kind == "rolled-back"
+
+
+def test_an_inconclusive_canary_set_to_pause_waits_for_a_human_and_goes_on_when_approved(prefect_api, app_repo):
+    from deployments.runner import approve
+
+    lam = lam_client(prefect_api)
+    repo = quiet_repo(app_repo, "pause")
+    proc = start_release(prefect_api, repo, "q1")
+    assert proc.wait(timeout=120) == 0
+    proc = start_release(prefect_api, repo, "q2")
+    wait_until_paused(repo.app, "prod", proc)
+    assert alias(lam, f"{repo.app}-prod") == ("1", {"2": 0.5})  # paused mid-canary: the split stays while a human looks
+    approve(repo.app, "prod", approve=True, reason="low traffic night; errors fine in logs", approver="grace")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert alias(lam, f"{repo.app}-prod") == ("2", {})
+    kinds = [e.kind for e in ledger_entries(repo.app, "prod")]
+    assert kinds[-4:] == ["canary-verdict", "approved", "deployed", "verified"]

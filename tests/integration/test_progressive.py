@@ -137,7 +137,8 @@ def test_a_canary_failing_30_percent_of_requests_is_caught_and_traffic_returns_t
     assert outcome.to_release == "r1"
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
     last = env.ledger.entries(env.app, "prod")[-1]
-    assert last.kind == "rolled-back" and last.detail["cause"]["verdict"] == "FAIL" and "judged FAIL" in last.message
+    assert last.kind == "rolled-back" and last.detail["cause"]["verdict"] == "FAIL"
+    assert last.detail["from_version"] == "2"  # the canary it left, not the stable primary the alias kept
     assert env.head().live.release_id == "r1" and env.head().canary is None
 
 
@@ -217,3 +218,20 @@ def test_an_alarm_newly_in_alarm_during_the_bake_fails_the_stage(env, alarms):
     assert last.kind == "alarm-fired" and last.detail["alarms"]["newly_alarming"][0]["name"] == names["errors"]
     rollout.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message)
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
+
+
+def test_a_run_killed_mid_canary_is_reconciled_by_the_next_one_with_the_split_removed(env):
+    stable = release_all_at_once(env, artifact(env, "r1", GOOD % "1"))
+    r2 = artifact(env, "r2", GOOD % "2")
+    deployed = rollout.publish(env, r2)
+    seq = progressive.begin_progressive(env, r2, deployed, "canary", [10, 100])
+    progressive.shift(env, r2, stable_version=stable, version=deployed.version, percent=10, started_seq=seq)
+    assert routing(env) == {deployed.version: 0.1}
+    # ... the run is killed here. The next run (holding the lock) finds the in-progress record:
+    env.run_id = "run-B"
+    outcome = rollout.reconcile(env)
+    assert outcome is not None and outcome.to_release == "r1" and outcome.from_version == deployed.version
+    assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
+    head = env.head()
+    assert head.in_progress is None and head.canary is None and head.live.release_id == "r1"
+    assert kinds(env)[-2:] == ["rollback-started", "reconciled"]

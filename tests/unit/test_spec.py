@@ -199,3 +199,53 @@ def test_http_checks_take_request_and_lambda_checks_take_event():
 
 def test_unknown_key_in_a_docker_artifact_suggests_the_docker_field():
     assert error_of(DOCKER.replace("  context: .", "  contxt: .")) == "slipway.yaml: artifact.contxt: unknown key; did you mean 'context'?"
+
+
+# ---- progressive delivery ----------------------------------------------------------------------------------
+def with_prod(extra: str, artifact: str = "type: lambda-zip\n  source: src\n  handler: app.handler") -> str:
+    return f"app: hello\nartifact:\n  {artifact}\nenvironments:\n  - name: dev\n  - name: prod\n{extra}"
+
+
+def test_canary_linear_and_the_gates_parse():
+    spec = parse_spec(with_prod(
+        "    strategy: {canary: {steps: [10, 50, 100], bake: 5m}}\n"
+        "    analysis: {min_requests: 80, inconclusive: pause}\n"
+        "    traffic: {rate: 30/m, events: [{}]}\n"
+        "    alarms: [api-5xx]\n"
+        "    approval: required\n"
+        "    approval_timeout: 30m\n"))
+    prod = spec.environment("prod")
+    assert prod.progressive.steps() == [10, 50, 100] and prod.progressive.bake_s == 300
+    assert prod.analysis.inconclusive == "pause" and prod.analysis.thresholds()["min_requests"] == 80
+    assert prod.traffic.rate_per_s == 0.5 and prod.alarms == ["api-5xx"]
+    assert (prod.approval, prod.approval_timeout) == ("required", 1800)
+    assert spec.environment("dev").progressive is None and spec.environment("dev").approval == "none"
+    linear = parse_spec(with_prod("    strategy: {linear: {step: 30, interval: 90s}}\n")).environment("prod").progressive
+    assert (linear.name, linear.steps(), linear.bake_s) == ("linear", [30, 60, 90, 100], 90)
+    assert parse_spec(with_prod("    strategy: all-at-once\n")).environment("prod").progressive is None
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("    strategy: {canary: {steps: [10, 50], bake: 5m}}\n",
+     "environments[1].strategy.canary.steps: [10, 50]: the last step must be 100 (promotion is 100% on the new version); add 100"),
+    ("    strategy: {canary: {steps: [50, 10, 100], bake: 5m}}\n", "steps must increase, e.g. [10, 50, 100]"),
+    ("    strategy: {canary: {steps: [10, 100], bake: 5 minutes}}\n", "'5 minutes' is not a duration; write it like 30s, 5m or 1h"),
+    ("    strategy: blue-green\n", "'blue-green' is not a strategy; write all-at-once, canary: {steps, bake} or linear: {step, interval}"),
+    ("    strategy: {canary: {steps: [100], bake: 1m}, linear: {step: 10, interval: 1m}}\n", "give exactly one of canary"),
+    ("    strategy: {canary: {step: [10, 100], bake: 1m}}\n", "environments[1].strategy.canary.step: unknown key; did you mean 'steps'?"),
+    ("    traffic: {rate: fast, events: [{}]}\n", "traffic rate 'fast' is not N/s or N/m"),
+    ("    traffic: {rate: 5/s, requests: [{path: /}]}\n", "a Lambda environment takes events (invoke payloads), not requests"),
+    ("    analysis: {inconclusive: ignore}\n", "environments[1].analysis.inconclusive"),
+    ("    approval: maybe\n", "environments[1].approval"),
+])
+def test_bad_progressive_settings_are_one_line_errors(extra, message):
+    assert message in error_of(with_prod(extra))
+
+
+def test_canary_is_refused_on_ecs_and_http_traffic_takes_requests():
+    image = "type: docker-image"
+    msg = error_of(with_prod("    type: ecs\n    strategy: {canary: {steps: [10, 100], bake: 1m}}\n", image))
+    assert "environments[1].strategy: canary is not supported on ecs" in msg and "use all-at-once for ecs environments" in msg
+    assert "takes requests (HTTP), not events" in error_of(with_prod("    traffic: {rate: 5/s, events: [{}]}\n", image))
+    ok = parse_spec(with_prod("    strategy: {linear: {step: 50, interval: 1m}}\n    traffic: {rate: 5/s, requests: [{path: /}]}\n", image))
+    assert ok.environment("prod").traffic.requests[0].path == "/"
