@@ -165,6 +165,30 @@ def run_scenario(rng: np.random.Generator, sc: Scenario, runs: int, t: CanaryThr
     }
 
 
+def run_with_interim_looks(rng: np.random.Generator, sc: Scenario, runs: int, t: CanaryThresholds, looks: int = 4) -> dict:
+    """A bake as slipway.progressive runs it: ``looks - 1`` interim looks on the data so far, each at alpha / looks
+    (an interim FAIL ends the bake), then the final look at alpha. Default: a 60 s bake looked at every 15 s."""
+    interim_t = t.model_copy(update={"error_alpha": t.error_alpha / looks, "latency_alpha": t.latency_alpha / looks})
+    fails = early = 0
+    for _ in range(runs):
+        stable, canary = window(rng, sc.traffic, sc.canary)  # the whole bake; a look at k/looks sees a prefix
+        verdict = None
+        for k in range(1, looks + 1):
+            def prefix(side: SideSample) -> SideSample:
+                n = side.requests * k // looks
+                # errors are exchangeable within a side: the prefix's errors are hypergeometric from the whole
+                errs = int(rng.hypergeometric(side.errors, side.requests - side.errors, n)) if n and side.errors else 0
+                return SideSample(requests=n, errors=errs, latencies_ms=side.latencies_ms[:n])
+            v = judge(prefix(stable), prefix(canary), t if k == looks else interim_t)
+            if v.verdict == "FAIL":
+                verdict = v.verdict
+                early += k < looks
+                break
+        fails += verdict == "FAIL"
+    return {"scenario": f"{sc.label}, {looks - 1} interim looks", "runs": runs, "fail": rate(fails, runs),
+            "ended_early": rate(early, runs)}
+
+
 def time_judge(rng: np.random.Generator, t: CanaryThresholds) -> list[dict]:
     """Median time per judge() call on ready-built SideSamples (and, apart, the time to build the two samples)."""
     sizes = [(120, 1080), (600, 600), (10_000, 10_000), (100_000, 100_000)]
@@ -282,6 +306,8 @@ def main() -> int:
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     results = [run_scenario(rng, sc, args.runs, t) for sc in SCENARIOS]
+    looked = [run_with_interim_looks(rng, Scenario(tr, c), max(200, args.runs // 4), t)
+              for tr in (SPLIT_10, SPLIT_50) for c in (GOOD, BAD_30)]
     simulated = time.perf_counter() - started
     timings = time_judge(rng, t)
     elapsed = time.perf_counter() - started
@@ -290,6 +316,9 @@ def main() -> int:
     lines = headlines(results, t)
     for text, r in lines:
         print(f"{text}: {pct(r)}")
+    print("\nwith interim looks (a 60 s bake looked at every 15 s, interim looks at alpha/4, final at alpha):")
+    for r in looked:
+        print(f"  {r['scenario']}: FAIL {pct(r['fail'])}, of which ended early {pct(r['ended_early'])}")
     print(f"\nsimulation {simulated:.1f} s ({len(SCENARIOS) * args.runs:,} judge() calls), total {elapsed:.1f} s")
     if args.json:
         print(json.dumps({
@@ -300,6 +329,7 @@ def main() -> int:
             "stable": {"error_rate": STABLE_ERROR_RATE, "latency_median_ms": STABLE_MEDIAN_MS, "latency_sigma": LATENCY_SIGMA},
             "scenarios": results,
             "headlines": [{"figure": text, **r} for text, r in lines],
+            "interim_looks": looked,
             "judge_timing": timings,
             "elapsed_s": round(elapsed, 1),
         }, indent=2))
