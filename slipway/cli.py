@@ -166,6 +166,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for env, head in heads.items():
         live = f"{head.live.release_id} (version {head.live.version})" if head.live else "nothing live"
         extra = f"  [{head.status}]" if head.status not in ("live", "empty") else ""
+        if head.canary:
+            extra += f"  [canary: {head.canary.get('percent')}% on version {head.canary.get('version')}]"
         print(f"{env}: {live}{extra}")
     print()
     print(render_history(entries))

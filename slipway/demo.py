@@ -46,8 +46,8 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, text=True, capture_output=True).stdout.strip()
 
 
-def make_repo(workdir: Path, example: Path, v2_files: dict[str, str]) -> Path:
-    """A real git repository: v1 tagged, then v2 (the broken one) tagged on top."""
+def make_repo(workdir: Path, example: Path, v2_files: dict[str, str], tag: str = "v2") -> Path:
+    """A real git repository: v1 tagged, then the broken version tagged ``tag`` on top."""
     workdir.mkdir(parents=True, exist_ok=True)
     repo = workdir / example.name
     shutil.copytree(example, repo, ignore=shutil.ignore_patterns("demo", "__pycache__", ".pytest_cache"))
@@ -58,14 +58,14 @@ def make_repo(workdir: Path, example: Path, v2_files: dict[str, str]) -> Path:
     _git(repo, "tag", "v1")
     for source, target in v2_files.items():
         shutil.copy(example / "demo" / source, repo / target)
-    _git(repo, *ident, "commit", "-qam", f"{example.name} v2")
-    _git(repo, "tag", "v2")
+    _git(repo, *ident, "commit", "-qam", f"{example.name} {tag}")
+    _git(repo, "tag", tag)
     return repo
 
 
 def check_outcome(app: str, repo: Path, first, second, history: dict) -> list[str]:
     """v1 live everywhere; v2 stopped in dev (never live there); staging and prod untouched by v2."""
-    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v2")
+    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v3")
     heads, problems = history["heads"], []
     if first.returncode != 0:
         problems.append(f"{app}: v1 release did not succeed")
@@ -106,15 +106,15 @@ def demo_canary(workdir: Path) -> tuple[list[str], list[str]]:
     from slipway.canary import CanaryVerdict
 
     example = EXAMPLES / "hello-lambda"
-    repo = make_repo(workdir / "canary", example, {"app_v3_flaky.py": "src/app.py"})
+    repo = make_repo(workdir / "canary", example, {"app_v3_flaky.py": "src/app.py"}, tag="v3")
     url = f"file://{repo}"
     spec = ("--spec", "slipway.canary.yaml")
     _slipway("release", url, "--ref", "v1", *spec)  # the first release has nothing to compare with: all-at-once
     started = time.monotonic()
-    bad = _slipway("release", url, "--ref", "v2", *spec, check=False)
+    bad = _slipway("release", url, "--ref", "v3", *spec, check=False)
     elapsed = time.monotonic() - started
     history = json.loads(_slipway("history", "hello-canary", "--json", show=False).stdout)
-    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v2")
+    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v3")
     entries = [e for e in history["entries"] if e["environment"] == "prod"]  # newest first
     problems = []
     if bad.returncode == 0:
