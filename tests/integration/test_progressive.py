@@ -235,3 +235,17 @@ def test_a_run_killed_mid_canary_is_reconciled_by_the_next_one_with_the_split_re
     head = env.head()
     assert head.in_progress is None and head.canary is None and head.live.release_id == "r1"
     assert kinds(env)[-2:] == ["rollback-started", "reconciled"]
+
+
+def test_a_linear_release_moves_in_equal_steps_and_judges_each(env):
+    from slipway.spec import LinearStrategy, Strategy
+
+    steps = Strategy(linear=LinearStrategy(step=40, interval=60)).steps()
+    assert steps == [40, 80, 100]
+    release_all_at_once(env, artifact(env, "r1", GOOD % "1"))
+    clock = FakeClock()
+    version, _, verdicts = canary(env, artifact(env, "r2", GOOD % "2"), steps, settings(duration_s=60, rate=2, thresholds=CanaryThresholds(min_requests=8, min_latency_periods=3)), clock)
+    assert [v.verdict for v in verdicts] == ["PASS", "PASS"], [v.reason for v in verdicts]
+    shifted = [e.detail["percent"] for e in env.ledger.entries(env.app, "prod") if e.kind == "traffic-shifted"]
+    assert shifted == [40, 80]
+    assert alias_version(env.lam, env.target.settings.function_name, "live") == version and routing(env) == {}
