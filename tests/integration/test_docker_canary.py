@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import docker.errors
@@ -171,6 +171,19 @@ def canary(target, service_image, docker_client, app):
     return start
 
 
+def sample(t: DockerHostTarget, start: datetime, expected: int):
+    """canary_sample once nginx has logged all ``expected`` requests: it writes a request's access-log line after
+    the response went out, so the client can be a line ahead of the log. Polls the log (bounded), then samples."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        stable, canary_side = t.canary_sample("r1", "r2", start, now() + timedelta(seconds=1))
+        if stable.requests + canary_side.requests >= expected or time.monotonic() > deadline:
+            return stable, canary_side
+        time.sleep(0.02)  # polling interval for nginx's log write, not a wait for an outcome
+
+
 def drive(t: DockerHostTarget, items: list[dict], n: int):
     clock = FakeClock()
     result = t.drive(items, rate_per_s=100, duration_s=n / 100, clock=clock, sleep=clock.sleep)
@@ -190,7 +203,7 @@ def test_a_25_percent_split_sends_every_fourth_request_to_the_canary_while_stabl
     assert proxy.current_upstreams(t.route) == {stable_port: 75, canary_port: 25}
     start = now()
     result = drive(t, [{"method": "GET", "path": "/version"}, {"path": "/health", "headers": {"X-Probe": "canary-test"}}], 100)
-    stable, canary_side = t.canary_sample("r1", "r2", start, now())
+    stable, canary_side = sample(t, start, 100)
     assert (result.sent, result.errors, result.by_version, result.errors_by_version) == (100, 0, {"endpoint": 100}, {})
     assert (stable.requests, stable.errors, len(stable.latencies_ms)) == (75, 0, 75)
     assert (canary_side.requests, canary_side.errors, len(canary_side.latencies_ms)) == (25, 0, 25)
@@ -212,7 +225,7 @@ def test_pointing_back_at_stable_ends_the_split_and_discard_then_removes_the_can
     assert t.serving() == "r1"
     start = now()
     assert drive(t, [{"path": "/version"}], 20).sent == 20
-    stable, canary_side = t.canary_sample("r1", "r2", start, now())
+    stable, canary_side = sample(t, start, 20)
     assert (stable.requests, canary_side.requests) == (20, 0)
     t.discard("r2")
     assert [s.release_id for s in managed_containers(docker_client, app, "prod")] == ["r1"]
@@ -240,7 +253,7 @@ def test_a_canary_failing_on_one_path_has_errors_on_its_side_only(canary):
 
     start = now()
     result = drive(t, items, 40)
-    stable, canary_side = t.canary_sample("r1", "r2", start, now())
+    stable, canary_side = sample(t, start, 40)
 
     assert (result.sent, result.errors, result.errors_by_version) == (40, 10, {"endpoint": 10})
     assert (stable.requests, stable.errors) == (30, 0)
