@@ -65,7 +65,7 @@ def make_repo(workdir: Path, example: Path, v2_files: dict[str, str], tag: str =
 
 def check_outcome(app: str, repo: Path, first, second, history: dict) -> list[str]:
     """v1 live everywhere; v2 stopped in dev (never live there); staging and prod untouched by v2."""
-    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v3")
+    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v2")
     heads, problems = history["heads"], []
     if first.returncode != 0:
         problems.append(f"{app}: v1 release did not succeed")
@@ -114,12 +114,12 @@ def demo_canary(workdir: Path) -> tuple[list[str], list[str]]:
     bad = _slipway("release", url, "--ref", "v3", *spec, check=False)
     elapsed = time.monotonic() - started
     history = json.loads(_slipway("history", "hello-canary", "--json", show=False).stdout)
-    v1, v2 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v3")
+    v1, v3 = _git(repo, "rev-parse", "v1"), _git(repo, "rev-parse", "v3")
     entries = [e for e in history["entries"] if e["environment"] == "prod"]  # newest first
     problems = []
     if bad.returncode == 0:
         problems.append("hello-canary: the flaky v3 was promoted")
-    verdict = next((e for e in entries if e["kind"] == "canary-verdict" and e["commit"] == v2), None)
+    verdict = next((e for e in entries if e["kind"] == "canary-verdict" and e["commit"] == v3), None)
     rolled = next((e for e in entries if e["kind"] == "rolled-back"), None)
     live = (history["heads"].get("prod") or {}).get("live") or {}
     if verdict is None or verdict["detail"].get("verdict") != "FAIL":
