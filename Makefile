@@ -7,7 +7,7 @@ WHEELHOUSE ?= $(HOME)/.cache/slipway/wheels
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit bench local-up local-down clean
+.PHONY: install demo test test-unit bench deploy worker local-up local-down clean
 
 install: $(STAMP)
 
@@ -36,6 +36,13 @@ bench: install
 	$(PY) bench/container_bench.py
 	$(PY) bench/canary_bench.py
 	$(PY) bench/progressive_bench.py
+
+# Deploy prefect.yaml to the server in PREFECT_API_URL (else the local stack's): work pool, block types, deployments.
+deploy: install
+	$(PY) -m deployments.deploy
+
+worker: install
+	$(VENV)/bin/prefect worker start --pool slipway
 
 local-up: install
 	$(VENV)/bin/slipway local up

@@ -27,6 +27,7 @@ from slipway.report import failure_report_markdown, history_rows, outcome_from_h
 from slipway.spec import Spec
 from tasks import release_tasks as t
 from tasks.locks import environment_lock
+from flows.events import emit
 from flows.gates import ask
 
 
@@ -50,8 +51,8 @@ def publish_history_artifact(store_block: str, app: str, env: str) -> None:
 # ---- rollback -----------------------------------------------------------------------------------------
 @flow(name="rollback", log_prints=False)
 def rollback(
-    app: str,
-    environment: str,
+    app: str = "",
+    environment: str = "",
     to: str | None = None,
     reason: str = "",
     automatic: bool = False,
@@ -63,7 +64,13 @@ def rollback(
     """Put ENV back on the previous verified release (or ``to``), verify it, record it.
 
     Automatic rollbacks (from a failed deploy) are idempotent: with nothing in progress they do nothing.
+    With only ``failed_run_id`` (a deployment trigger on a failed or crashed run), the environments come from that
+    run: a ``deploy-environment`` run's own, or every ``deploy-environment`` subflow of a ``release`` run (a release
+    process killed mid-deploy leaves its subflow Running and the release Crashed).
     """
+    failed_run_id = failed_run_id.removeprefix("prefect.flow-run.") if failed_run_id else None  # an event's resource id
+    if failed_run_id and not (app and environment):
+        return _roll_back_after_failed_run(failed_run_id, reason, store_block, lock_wait)
     _, ledger = t.open_store(store_block)
     head = ledger.head(app, environment)
     location = head.location or ({"function": head.function, "alias": head.alias or "live"} if head.function else None)
@@ -77,9 +84,37 @@ def rollback(
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=head.target_type or "lambda",
                     location=location, target_block=head.target_block)
     with environment_lock(app, environment, lock_wait):
-        outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id, cause)
+        try:
+            outcome = t.roll_back_environment(ctx_args, to, reason, automatic, failed_run_id, cause)
+        except Exception as exc:
+            emit("slipway.rollback.failed", app, environment, reason=reason, error=str(exc)[:500], failed_run_id=failed_run_id)
+            raise
+    if outcome:
+        emit("slipway.rollback.completed", app, environment, reason=reason, to_release=outcome.get("to_release"),
+             from_version=outcome.get("from_version"), automatic=automatic, failed_run_id=failed_run_id)
     publish_history_artifact(store_block, app, environment)
     return outcome
+
+
+def _roll_back_after_failed_run(failed_run_id: str, reason: str, store_block: str, lock_wait: float) -> dict:
+    """Roll back what a failed/crashed run left in progress, found from the run itself (idempotent)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(failed_run_id)
+        runs = [run] if (run.parameters or {}).get("environment") else client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+    targets = [(r.parameters["app"], r.parameters["environment"], str(r.id), r.parameters.get("store_block", store_block))
+               for r in runs if r.name.startswith("deploy ") and "app" in (r.parameters or {}) and "environment" in r.parameters]
+    why = reason or f"run {run.name} ended {run.state.name if run.state else '?'}"
+    done = {}
+    for app, env, run_id, block in targets:
+        logger.info("rolling back %s/%s if run %s left it in progress", app, env, run_id)
+        done[f"{app}/{env}"] = rollback(app=app, environment=env, reason=why, automatic=True, store_block=block,
+                                        failed_run_id=run_id, lock_wait=lock_wait)
+    return {"failed_run_id": failed_run_id, "rolled_back": {k: v for k, v in done.items() if v}, "checked": sorted(done)}
 
 
 def _roll_back_failed_stage(flow, flow_run, state) -> None:
@@ -326,6 +361,8 @@ def _release_checkout(
                 shutil.rmtree(Path(built["path"]).parent, ignore_errors=True)
     plan = plan_rollout(spec, checkout.commit, heads, only, release_id=artifact.release_id)
     logger.info("plan for %s:\n  %s", artifact.release_id, "\n  ".join(plan.describe()))
+    emit("slipway.release.started", spec.app, release_id=artifact.release_id, commit=checkout.commit,
+         environments=[step.environment for step in plan.steps])
 
     outcomes: list[StageOutcome] = []
     failure: str | None = None
@@ -384,6 +421,8 @@ def _release_checkout(
         description=f"Release {artifact.release_id} of {spec.app}",
     )
     logger.info("%s", render_summary(outcomes, artifact.release_id))
+    emit("slipway.release.failed" if failure else "slipway.release.succeeded", spec.app, release_id=artifact.release_id,
+         commit=checkout.commit, error=failure, outcomes={o.environment: o.status for o in outcomes})
     if failure:
         raise ReleaseFailed(failure, evidence=summary)
     return summary

@@ -261,6 +261,13 @@ class Ledger:
     def entries(self, app: str, env: str, limit: int | None = None) -> list[LedgerEntry]:
         return self._entries_after(app, env, 0, limit)
 
+    def apps(self) -> list[str]:
+        """Every app with a ledger in this store."""
+        out: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}ledger/", Delimiter="/"):
+            out += [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", [])]
+        return sorted(out)
+
     def environments(self, app: str) -> list[str]:
         resp = self._call(
             "list ledger environments", self.s3.list_objects_v2, Bucket=self.bucket, Prefix=f"{self.prefix}ledger/{app}/", Delimiter="/"

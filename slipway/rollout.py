@@ -249,6 +249,36 @@ def reconcile(ctx: EnvContext) -> RollbackOutcome | None:
     )
 
 
+def check_live(ctx: EnvContext, *, heal: bool = False) -> dict:
+    """Is what the target serves what the ledger says is live, and does it still pass its smoke checks?
+
+    ``status``: ok | drift (the target serves another version) | failing (the live version fails its checks)
+    | in-progress (a release or rollback is under way: not judged) | empty. With ``heal``, a drift is put back
+    on the ledger's live release (pointed and verified again, recorded as ``reconciled``); a failing live
+    release is only reported (pointing at it again would not help; roll back or release a fix).
+    """
+    head = ctx.head()
+    if head.live is None:
+        return {"status": "empty", "detail": "nothing live"}
+    live = head.live
+    base = {"release_id": live.release_id, "expected_version": live.version}
+    if head.in_progress is not None:
+        return {**base, "status": "in-progress", "detail": f"{head.in_progress.kind} of {head.in_progress.release_id} under way"}
+    serving = ctx.target.serving()
+    if serving != live.version:
+        detail = f"{ctx.target.name} serves {serving or 'nothing'}; the ledger says {live.release_id} (version {live.version})"
+        if heal:
+            outcome = roll_back(ctx, to_release=live.release_id, reason=f"drift: {detail}", kind="reconciled")
+            return {**base, "status": "drift", "serving": serving, "healed": True, "detail": f"{detail}; healed: {outcome.message}"}
+        return {**base, "status": "drift", "serving": serving, "healed": False, "detail": detail}
+    result = ctx.target.verify(live.checks or [ctx.target.default_check()], live.version)
+    if not result.passed:
+        failed = result.first_failure
+        return {**base, "status": "failing", "serving": serving, "healed": False,
+                "detail": f"smoke check {failed.name!r} fails on the live release: {failed.detail}"}
+    return {**base, "status": "ok", "serving": serving, "detail": f"{len(result.checks)} smoke check(s) pass"}
+
+
 def live_release(ctx: EnvContext) -> LiveRelease | None:
     return ctx.head().live
 

@@ -18,7 +18,7 @@ from prefect.exceptions import ObjectNotFound
 
 from slipway.errors import DeployError
 
-LEASE_SECONDS = 300
+LEASE_SECONDS = 60  # renewed while held; a killed holder blocks the environment for at most this long
 
 
 def lock_name(app: str, env: str) -> str:

@@ -558,3 +558,13 @@ def record_decision(ctx_args: dict, artifact: ArtifactRef, approved: bool, appro
         message=f"{gate}: {'approved' if approved else 'rejected'} by {approver or 'unknown'}" + (f": {reason}" if reason else ""),
         detail={"gate": gate, "approver": approver, "reason": reason},
     )
+
+
+# ---- maintenance ----------------------------------------------------------------------------------------
+@task(name="check-environment", task_run_name="check {ctx_args[app]}/{ctx_args[env_name]}", **TRANSIENT_RETRIES)
+def check_environment(ctx_args: dict, heal: bool = False) -> dict:
+    ctx = env_context(**ctx_args)
+    result = rollout.check_live(ctx, heal=heal)
+    log = get_run_logger().info if result["status"] in ("ok", "empty", "in-progress") else get_run_logger().warning
+    log("%s/%s: %s: %s", ctx.app, ctx.environment, result["status"], result["detail"])
+    return result

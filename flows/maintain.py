@@ -1,0 +1,89 @@
+"""Operating what is live: ``verify`` (is every environment still serving its verified release, and passing its
+checks?) and ``promote`` (move a verified release to the next environment without rebuilding)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows.events import emit
+from flows.release import _artifact_key, release
+from slipway.errors import DeployError, ReleaseFailed
+from tasks import release_tasks as t
+from tasks.locks import environment_lock
+
+
+@flow(name="verify", flow_run_name="verify live environments")
+def verify_live(apps: list[str] | None = None, heal: bool = False, store_block: str = "default") -> dict:
+    """For every app and environment in the ledger: the target serves the live release and its smoke checks pass.
+
+    Drift (the target serves another version than the ledger's live one) and failing checks are reported in a
+    table artifact and as ``slipway.verify.drift`` / ``slipway.verify.failing`` events; with ``heal``, a drifted
+    environment is put back on its live release. An environment a release is working on is skipped (its lock is
+    held). Ends Failed when a problem remains, so a schedule's failures show in the UI and can notify.
+    """
+    logger = get_run_logger()
+    _, ledger = t.open_store(store_block)
+    rows, problems = [], []
+    for app in apps or ledger.apps():
+        for env in ledger.environments(app):
+            head = ledger.head(app, env)
+            if head.live is None or not (head.location or head.function):
+                continue
+            location = head.location or {"function": head.function, "alias": head.alias or "live"}
+            ctx_args = dict(app=app, env_name=env, store_block=store_block, target_type=head.target_type or "lambda",
+                            location=location, target_block=head.target_block)
+            try:
+                with environment_lock(app, env, 0):
+                    result = t.check_environment(ctx_args, heal)
+            except DeployError as exc:
+                if exc.ref != "environment-locked":
+                    raise
+                result = {"status": "busy", "detail": "a release or rollback holds the lock: not checked"}
+            rows.append({"app": app, "environment": env, "status": result["status"], "release": result.get("release_id"),
+                         "serving": result.get("serving"), "healed": result.get("healed", False), "detail": result["detail"]})
+            if result["status"] in ("drift", "failing"):
+                emit(f"slipway.verify.{result['status']}", app, env, **{k: v for k, v in result.items() if k != "status"})
+                if not result.get("healed"):
+                    problems.append(f"{app}/{env}: {result['status']}: {result['detail']}")
+    create_table_artifact(key=_artifact_key("verify", "live"), table=rows or [{"status": "nothing live"}],
+                          description="What runs vs. what the ledger says is live")
+    logger.info("checked %d environment(s): %d problem(s)", len(rows), len(problems))
+    if problems:
+        raise ReleaseFailed(f"{len(problems)} environment(s) not as the ledger says: " + "; ".join(problems),
+                            hint="heal=true puts drifted environments back; a failing live release needs a rollback or a fix",
+                            ref="verify-failed")
+    return {"checked": rows}
+
+
+@flow(name="promote", flow_run_name="promote {app} {from_env} → {to_env}")
+def promote(
+    app: str,
+    from_env: str,
+    to_env: str,
+    release_id: str | None = None,
+    spec_path: str | None = None,
+    store_block: str = "default",
+    git_token_block: str | None = None,
+    registry_block: str = "default",
+    lock_wait: float = 600,
+) -> dict:
+    """Release what is verified in ``from_env`` (its live release, or ``release_id``) to ``to_env``: the same commit,
+    the same artifact (found through the store's build pointer: nothing is rebuilt or re-tested), the same gates."""
+    store, ledger = t.open_store(store_block)
+    head = ledger.head(app, from_env)
+    chosen = head.verified_release(release_id) if release_id else head.live
+    if chosen is None or not head.eligible(chosen):
+        what = f"release {release_id}" if release_id else "nothing"
+        raise ReleaseFailed(f"{what} is verified and live-eligible in {app}/{from_env}", hint="see `slipway history APP`",
+                            ref="nothing-to-promote")
+    provenance = store.read_manifest(app, (chosen.artifact_sha256 or "").removeprefix("sha256:"))
+    if provenance is None:
+        raise ReleaseFailed(f"no provenance manifest for {chosen.release_id} in the artifact store",
+                            hint="release it from git instead (`slipway release`)", ref="manifest-missing")
+    get_run_logger().info("promoting %s (commit %s) from %s to %s", chosen.release_id, chosen.commit, from_env, to_env)
+    return release(repo_url=provenance.repo, ref=chosen.commit or provenance.commit, spec_path=spec_path, only=[to_env],
+                   store_block=store_block, git_token_block=git_token_block, registry_block=registry_block, lock_wait=lock_wait)
+
+
+__all__ = ["verify_live", "promote"]

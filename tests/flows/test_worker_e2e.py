@@ -1,0 +1,162 @@
+"""Slipway operated the Prefect way: prefect.yaml deployed to the session's server, a real `prefect worker`
+executing `prefect deployment run`, and the rollback deployment's trigger recovering an environment whose
+release process was SIGKILLed mid-canary (the in-process hooks never ran)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.flows
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = [str(Path(sys.executable).parent / "prefect")]
+
+
+@pytest.fixture(scope="module")
+def worker(prefect_api, tmp_path_factory):
+    """Deploy prefect.yaml (pool, blocks, deployments with the rollback trigger) and run one worker."""
+    from deployments.deploy import deploy_all
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"], "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
+    out = deploy_all(env)
+    assert "release/release" in out and "rollback/rollback" in out and "promote/promote" in out and "verify/verify" in out
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "slipway"], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                cwd=ROOT, start_new_session=True)
+    yield {"env": env, "log": log}
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    _delete_automations()
+
+
+def _delete_automations() -> None:
+    """Later tests in the session fail releases on purpose: no trigger should act on them once the worker is gone."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        for automation in client.read_automations():
+            client.delete_automation(automation.id)
+
+
+def prefect_cli(worker, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*PREFECT, *args], env=worker["env"], cwd=ROOT, text=True, capture_output=True, timeout=timeout)
+
+
+def ledger_entries(app: str, env: str):
+    from tasks.release_tasks import open_store
+
+    return open_store("default")[1].entries(app, env)
+
+
+def flow_run_process(run_id: str) -> int:
+    """The process the worker started for this flow run (its environment names the run)."""
+    for pid in subprocess.run(["pgrep", "-f", "prefect.engine"], capture_output=True, text=True).stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"PREFECT__FLOW_RUN_ID={run_id}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no process runs flow run {run_id}")
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)  # polling interval for work another process does, not a wait for an outcome
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_prefect_deployment_run_executes_a_release_on_the_worker(worker, app_repo):
+    repo = app_repo()
+    started = time.monotonic()
+    done = prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=v1",
+                       "-p", 'only=["dev"]', "--watch", "--watch-timeout", "200")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Completed" in done.stdout
+    assert [e.kind for e in ledger_entries(repo.app, "dev")] == ["deploy-started", "deployed", "verified"]
+    print(f"release through the worker: {time.monotonic() - started:.1f}s")
+
+
+CANARY_DEV = """
+  - name: dev
+    strategy: {canary: {steps: [50, 100], bake: 120s}}
+    traffic: {rate: 5/s, events: [{}]}
+    analysis: {min_requests: 10}
+"""
+
+
+def test_a_release_killed_mid_canary_is_rolled_back_by_the_trigger(worker, app_repo):
+    """SIGKILL leaves the release run to the worker (marked Crashed) and the subflow Running forever: only the
+    ledger and the rollback deployment's trigger can put dev back on its verified release."""
+    repo = app_repo()
+    spec = (repo.path / "slipway.yaml").read_text()
+    repo.write("slipway.yaml", spec[: spec.index("environments:")] + "environments:" + CANARY_DEV).commit("dev by canary", tag="k1")
+    assert prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=k1",
+                       "--watch", "--watch-timeout", "200").returncode == 0
+    repo.write("src/app.py", (repo.path / "src/app.py").read_text().replace('VERSION = "1"', 'VERSION = "2"')).commit("v2", tag="k2")
+    started = prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=k2")
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+    wait_for(lambda: any(e.kind == "traffic-shifted" for e in ledger_entries(repo.app, "dev")), 120, "the canary to start")
+
+    pid = flow_run_process(run_id)
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    # the lock's lease (60 s) must run out before the rollback can take the environment
+    wait_for(lambda: ledger_entries(repo.app, "dev")[-1].kind == "rolled-back", 240, "the triggered rollback")
+    entries = ledger_entries(repo.app, "dev")
+    assert [e.kind for e in entries][-4:] == ["deploy-started", "traffic-shifted", "rollback-started", "rolled-back"]
+    assert "prefect.flow-run.Crashed" in entries[-1].message
+    from tasks.release_tasks import open_store
+
+    head = open_store("default")[1].head(repo.app, "dev")
+    assert head.live.version == "1" and head.canary is None and head.in_progress is None
+    print(f"SIGKILL → dev back on its verified release: {time.monotonic() - killed_at:.1f}s")
+
+
+def test_a_failed_release_triggers_the_rollback_deployment_which_finds_nothing_left_to_do(worker, app_repo):
+    """The in-process hook rolls back first; the trigger's rollback run then does nothing: no double rollback."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterStartTime
+    from datetime import datetime, timezone
+
+    repo = app_repo()
+    assert prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=v1",
+                       "-p", 'only=["dev"]', "--watch", "--watch-timeout", "200").returncode == 0
+    repo.break_health_check().commit("v2", tag="v2")
+    since = datetime.now(timezone.utc)
+    failed = prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=v2",
+                         "-p", 'only=["dev"]', "--watch", "--watch-timeout", "200")
+    assert failed.returncode != 0 and "Failed" in failed.stdout
+
+    def finished_rollbacks():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["rollback"])),
+                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+            )
+        return [r for r in runs if r.state and r.state.is_final()]
+
+    runs = wait_for(finished_rollbacks, 120, "the triggered rollback runs")
+    assert all(r.state.is_completed() for r in runs), [(r.name, r.state.name, r.state.message) for r in runs]
+    kinds = [e.kind for e in ledger_entries(repo.app, "dev")]
+    assert kinds.count("rolled-back") == 1 and kinds[-1] == "rolled-back"  # the hook's; the trigger's found nothing to do
