@@ -1,0 +1,60 @@
+"""The maintenance flows: ``verify`` finds drift and failing checks (and heals drift), ``promote`` moves a verified
+release to the next environment without rebuilding."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.flows
+
+
+def lam_client(prefect_api):
+    import boto3
+
+    session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    return session.client("lambda", endpoint_url=prefect_api["env"]["AWS_ENDPOINT_URL"])
+
+
+def test_verify_reports_drift_heals_it_and_then_passes(prefect_api, app_repo):
+    from flows.maintain import verify_live
+    from flows.release import release
+    from slipway.errors import ReleaseFailed
+    from tasks.release_tasks import open_store
+
+    lam = lam_client(prefect_api)
+    repo = app_repo()
+    assert release(repo_url=repo.url, ref="v1", only=["dev"], return_state=True).is_completed()
+    repo.write("src/app.py", (repo.path / "src/app.py").read_text().replace('VERSION = "1"', 'VERSION = "2"')).commit("v2", tag="v2")
+    assert release(repo_url=repo.url, ref="v2", only=["dev"], return_state=True).is_completed()
+    fn = f"{repo.app}-dev"
+    lam.update_alias(FunctionName=fn, Name="live", FunctionVersion="1")  # someone moved the alias by hand
+
+    state = verify_live(apps=[repo.app], return_state=True)
+    err = state.result(raise_on_failure=False)
+    assert state.is_failed() and isinstance(err, ReleaseFailed)
+    assert f"{repo.app}/dev: drift: {fn}:live serves 1; the ledger says" in err.message and "(version 2)" in err.message
+
+    healed = verify_live(apps=[repo.app], heal=True)
+    row = next(r for r in healed["checked"] if r["environment"] == "dev")
+    assert row["status"] == "drift" and row["healed"] is True
+    assert lam.get_alias(FunctionName=fn, Name="live")["FunctionVersion"] == "2"
+    assert open_store("default")[1].entries(repo.app, "dev")[-1].kind == "reconciled"
+    again = verify_live(apps=[repo.app])
+    assert [r["status"] for r in again["checked"]] == ["ok"]
+
+
+def test_promote_moves_the_verified_release_without_rebuilding(prefect_api, app_repo):
+    from flows.maintain import promote
+    from flows.release import release
+    from tasks.release_tasks import open_store
+
+    repo = app_repo()
+    first = release(repo_url=repo.url, ref="v1", only=["dev"], return_state=True).result()
+    assert first["artifact"]["reused"] is False
+    promoted = promote(app=repo.app, from_env="dev", to_env="staging")
+    assert promoted["release_id"] == first["release_id"]
+    assert promoted["artifact"]["reused"] is True  # found by its build pointer: no tests, no build
+    assert open_store("default")[1].head(repo.app, "staging").live.release_id == first["release_id"]
+
+    state = promote(app=repo.app, from_env="prod", to_env="staging", return_state=True)
+    assert state.is_failed() and "nothing is verified" in str(state.result(raise_on_failure=False))
