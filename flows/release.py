@@ -38,6 +38,15 @@ def _artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
 
 
+def _run_ui_url() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+
+        return flow_run.ui_url
+    except Exception:  # noqa: BLE001 - a link is a nicety
+        return None
+
+
 def publish_history_artifact(store_block: str, app: str, env: str) -> None:
     """Mirror the ledger in the UI. Best effort: the ledger in S3 is the record, the artifact a view of it."""
     try:
@@ -365,6 +374,7 @@ def _release_checkout(
          environments=[step.environment for step in plan.steps])
 
     outcomes: list[StageOutcome] = []
+    verdicts: dict[str, list[str]] = {}
     failure: str | None = None
     for step in plan.steps:
         if failure:
@@ -376,6 +386,12 @@ def _release_checkout(
             reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait, return_state=True,
         )
         head = t.read_heads(store_block, spec.app, [step.environment])[step.environment]
+        recorded = t.ledger_since(store_block, spec.app, step.environment, heads[step.environment].last_seq)
+        touched = t.environment_touched(recorded)
+        judged = [f"{e['verdict']} at {e['percent']}%" for e in recorded if e["kind"] == "canary-verdict"]
+        judged += [e["message"] for e in recorded if e["kind"] == "alarm-fired"]
+        if judged:
+            verdicts[step.environment] = judged
         if state.is_completed():
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "live", "verified"))
             continue
@@ -383,7 +399,6 @@ def _release_checkout(
         reason = exc.message if isinstance(exc, SlipwayError) else (state.message or "failed")
         stage = exc.stage if isinstance(exc, SlipwayError) else "deploy"
         before = heads[step.environment]
-        touched = t.environment_touched_since(store_block, spec.app, step.environment, before.last_seq)
         if not touched:  # failed before any deploy or rollback was recorded (a rejected approval, a held lock, …)
             live = (f"{head.live.release_id}" + (f" (version {head.live.version})" if head.live.version != head.live.release_id else "")
                     if head.live else "nothing")
@@ -417,6 +432,7 @@ def _release_checkout(
         markdown=release_report_markdown(
             app=spec.app, release_id=artifact.release_id, commit=checkout.commit, subject=checkout.subject, repo=checkout.repo_url,
             ref=ref, artifact={**artifact.model_dump(mode="json"), "uri": artifact.uri}, outcomes=outcomes, error=failure,
+            verdicts=verdicts, ui_url=_run_ui_url(),
         ),
         description=f"Release {artifact.release_id} of {spec.app}",
     )

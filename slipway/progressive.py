@@ -112,6 +112,7 @@ def bake(
     clock: Clock | None = None,
     label: str = "",
     window_start: datetime | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> CanaryVerdict:
     """Let ``percent`` of the traffic run on the canary for ``settings.duration_s``, then judge it against stable
     over the same window (from ``window_start`` when extending a bake). Records the verdict (with its evidence) in the ledger and returns it.
@@ -141,6 +142,8 @@ def bake(
         left = chunk - (clock.clock() - slice_start)
         if left > 1e-9:
             clock.sleep(left)  # no traffic to send (or it finished early): wait out the slice
+        if on_progress is not None:
+            on_progress(100.0 * min(1.0, (clock.clock() - t0) / settings.duration_s))
         if alarm_gate is not None:
             fired = alarm_gate.check()
             if fired:

@@ -36,7 +36,8 @@ def render_summary(outcomes: Iterable[StageOutcome], release_id: str | None = No
 
 def release_report_markdown(
     *, app: str, release_id: str | None, commit: str, subject: str, repo: str, ref: str, artifact: dict | None,
-    outcomes: list[StageOutcome], error: str | None, ui_url: str | None = None,
+    outcomes: list[StageOutcome], error: str | None, ui_url: str | None = None, verdicts: dict[str, list[str]] | None = None,
+    links: dict[str, str] | None = None,
 ) -> str:
     verdict = "FAILED" if error else "SUCCEEDED"
     md = [f"# Release {release_id or '(not built)'} of `{app}`: {verdict}", ""]
@@ -58,8 +59,16 @@ def release_report_markdown(
     md += ["", "## Environments", "", "| environment | outcome | live release | version | detail |", "|---|---|---|---|---|"]
     for o in outcomes:
         md.append(f"| {o.environment} | {o.status} | {o.live_release_id or '—'} | {o.live_version or '—'} | {o.message or ''} |")
-    if ui_url:
-        md += ["", f"[Open in the Prefect UI]({ui_url})"]
+    if verdicts:
+        md += ["", "## Canary verdicts", ""]
+        for env, lines in verdicts.items():
+            md += [f"- **{env}**: " + "; ".join(lines)]
+    if ui_url or links:
+        md += ["", "## Links", ""]
+        if ui_url:
+            md += [f"- [this run in the Prefect UI]({ui_url})"]
+        for text, url in (links or {}).items():
+            md += [f"- [{text}]({url})"]
     return "\n".join(md) + "\n"
 
 

@@ -242,12 +242,17 @@ def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
     return spec
 
 
-@task(name="environment-touched", **TRANSIENT_RETRIES)
-def environment_touched_since(store_block: str, app: str, env: str, seq: int) -> bool:
-    """Did a deploy or a rollback start in ``env`` after ledger entry ``seq``? (Decisions and verdicts alone do not
-    change what serves.)"""
+@task(name="ledger-since", **TRANSIENT_RETRIES)
+def ledger_since(store_block: str, app: str, env: str, seq: int) -> list[dict]:
+    """What this release recorded in ``env`` (entries after ``seq``): kind, message, verdict."""
     _, ledger = open_store(store_block)
-    return any(e.kind in ("deploy-started", "rollback-started") for e in ledger.entries_after(app, env, seq))
+    return [{"kind": e.kind, "message": e.message, "verdict": e.detail.get("verdict"), "percent": e.detail.get("percent")}
+            for e in ledger.entries_after(app, env, seq)]
+
+
+def environment_touched(entries: list[dict]) -> bool:
+    """Did a deploy or a rollback start? (Decisions and verdicts alone do not change what serves.)"""
+    return any(e["kind"] in ("deploy-started", "rollback-started") for e in entries)
 
 
 @task(name="read-ledger-heads", **TRANSIENT_RETRIES)
@@ -530,11 +535,13 @@ def bake_and_judge(
     logger = get_run_logger()
     logger.info("baking %d%% on version %s for %ss%s", percent, version, settings.duration_s,
                 f" with synthetic traffic at {traffic.rate}" if traffic else "")
+    progress = _bake_progress(ctx_args, percent, label)
     verdict = progressive.bake(
         ctx, artifact, stable_version=stable_version, version=version, percent=percent, started_seq=started_seq, settings=settings,
         alarm_gate=_gate_from(ctx_args, alarm_names, alarm_snapshot), label=label,
-        window_start=datetime.fromisoformat(since) if since else None,
+        window_start=datetime.fromisoformat(since) if since else None, on_progress=progress,
     )
+    progress(100.0)
     logger.info("canary verdict at %d%%: %s: %s", percent, verdict.verdict, verdict.reason)
     return verdict.model_dump(mode="json")
 
@@ -568,3 +575,22 @@ def check_environment(ctx_args: dict, heal: bool = False) -> dict:
     log = get_run_logger().info if result["status"] in ("ok", "empty", "in-progress") else get_run_logger().warning
     log("%s/%s: %s: %s", ctx.app, ctx.environment, result["status"], result["detail"])
     return result
+
+
+def _bake_progress(ctx_args: dict, percent: int, label: str):
+    """A Prefect progress artifact for a bake (best effort: a UI mirror never fails the bake)."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    try:
+        artifact_id = create_progress_artifact(
+            progress=0.0, description=f"{ctx_args['app']}/{ctx_args['env_name']}: bake at {percent}% ({label})")
+    except Exception:  # noqa: BLE001
+        return lambda done: None
+
+    def update(done: float) -> None:
+        try:
+            update_progress_artifact(artifact_id=artifact_id, progress=min(100.0, max(0.0, done)))
+        except Exception:  # noqa: BLE001
+            pass
+
+    return update

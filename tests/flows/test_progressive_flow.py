@@ -98,6 +98,9 @@ def test_a_clean_canary_is_promoted_and_a_30_percent_error_canary_is_rolled_back
     assert "error_rate" in entries[-1].detail["cause"]["reason"]
     canary_md = latest_artifact(f"canary-{repo.app}-prod")
     assert "Canary verdict: **FAIL**" in canary_md and "| error_rate | **FAIL** |" in canary_md
+    report = latest_artifact(f"release-{repo.app}")
+    assert "## Canary verdicts" in report and "- **prod**: FAIL at 50%" in report
+    assert "[this run in the Prefect UI](http://127.0.0.1:" in report
 
 
 # ---- approval gates (the release runs in a subprocess, answered from here as `slipway approve` would) ------
