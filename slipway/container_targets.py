@@ -190,6 +190,17 @@ class DockerHostTarget:
     def remove(self) -> None:
         self.proxy.unroute(self.route)
 
+    def identity_mismatch(self, version: str, release) -> str | None:
+        """None when the container serving ``version`` runs the release's image digest; else what differs."""
+        image = getattr(release, "image", None)
+        port = self.proxy.current_upstream(self.route)
+        slot = next((s for s in self._slots() if s.port == port and s.release_id == version), None)
+        if not image or slot is None:
+            return None
+        if slot.image != image:
+            return f"the container serving {version} runs {slot.image}, not the release's {image}"
+        return None
+
     def verify(self, checks: list[dict], expected_version: str) -> VerifyResult:
         serving = self.serving()
         if serving != expected_version:

@@ -218,6 +218,20 @@ class LambdaTarget:
     def remove(self) -> None:
         remove_alias(self.lam, self.settings.function_name, self.settings.alias)
 
+    def identity_mismatch(self, version: str, release) -> str | None:
+        """None when ``version`` runs the release's code (CodeSha256); else what differs. Catches a function that
+        was deleted and recreated, whose version numbers now name other code."""
+        import base64
+
+        if not getattr(release, "artifact_sha256", None):
+            return None
+        conf = aws_call(DeployError, "read the version", self.lam.get_function_configuration, FunctionName=self.settings.function_name,
+                        Qualifier=version, target=self.name)
+        expected = base64.b64encode(bytes.fromhex(release.artifact_sha256.removeprefix("sha256:"))).decode()
+        if conf.get("CodeSha256") != expected:
+            return f"version {version} runs code {conf.get('CodeSha256')}, not the release's {expected}"
+        return None
+
     # ---- progressive delivery ---------------------------------------------------------------------------
     def shift(self, stable_version: str, canary_version: str, canary_percent: int, *, error_cls=DeployError) -> None:
         """Alias routing: the alias stays on ``stable_version`` and sends ``canary_percent`` of invokes to the canary."""

@@ -271,6 +271,11 @@ def check_live(ctx: EnvContext, *, heal: bool = False) -> dict:
             outcome = roll_back(ctx, to_release=live.release_id, reason=f"drift: {detail}", kind="reconciled")
             return {**base, "status": "drift", "serving": serving, "healed": True, "detail": f"{detail}; healed: {outcome.message}"}
         return {**base, "status": "drift", "serving": serving, "healed": False, "detail": detail}
+    check_identity = getattr(ctx.target, "identity_mismatch", None)
+    mismatch = check_identity(live.version, live) if check_identity else None
+    if mismatch:
+        return {**base, "status": "drift", "serving": serving, "healed": False,
+                "detail": f"{ctx.target.name}: {mismatch} (the ledger says {live.release_id})"}
     result = ctx.target.verify(live.checks or [ctx.target.default_check()], live.version)
     if not result.passed:
         failed = result.first_failure

@@ -58,3 +58,34 @@ def test_promote_moves_the_verified_release_without_rebuilding(prefect_api, app_
 
     state = promote(app=repo.app, from_env="prod", to_env="staging", return_state=True)
     assert state.is_failed() and "nothing is verified" in str(state.result(raise_on_failure=False))
+
+
+def test_verify_notices_a_recreated_function_whose_version_runs_other_code(prefect_api, app_repo):
+    import io
+    import zipfile
+
+    from flows.maintain import verify_live
+
+    lam = lam_client(prefect_api)
+    repo = app_repo()
+    assert release_dev(repo)
+    fn = f"{repo.app}-dev"
+    role = lam.get_function(FunctionName=fn)["Configuration"]["Role"]
+    lam.delete_function(FunctionName=fn)  # someone recreates the function by hand: version 1 is now other code
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", "def handler(event, context):\n    return {'statusCode': 200, 'body': '{\"ok\": true}'}\n")
+    lam.create_function(FunctionName=fn, Runtime="python3.11", Role=role, Handler="app.handler", Code={"ZipFile": buf.getvalue()},
+                        Tags={"slipway:app": repo.app})
+    lam.publish_version(FunctionName=fn)
+    lam.create_alias(FunctionName=fn, Name="live", FunctionVersion="1")
+
+    state = verify_live(apps=[repo.app], return_state=True)
+    assert state.is_failed()
+    assert "drift" in str(state.result(raise_on_failure=False)) and "version 1 runs code" in str(state.result(raise_on_failure=False))
+
+
+def release_dev(repo) -> bool:
+    from flows.release import release
+
+    return release(repo_url=repo.url, ref="v1", only=["dev"], return_state=True).is_completed()
