@@ -70,6 +70,14 @@ def drive_lambda(
     """Invoke ``function:qualifier`` with ``events`` round-robin; request i is due at ``i / rate_per_s``."""
     _validate(function, qualifier, events, rate_per_s, duration_s, max_requests)
     payloads = [json.dumps(event).encode() for event in events]  # a non-JSON event fails here, before any invoke
+    return _run_schedule(lambda i: _invoke(lam, function, qualifier, payloads[i % len(payloads)]),
+                         rate_per_s=rate_per_s, duration_s=duration_s, max_requests=max_requests, clock=clock, sleep=sleep)
+
+
+def _run_schedule(send: Callable[[int], tuple[str, bool]], *, rate_per_s: float, duration_s: float, max_requests: int,
+                  clock: Callable[[], float], sleep: Callable[[float], None]) -> TrafficResult:
+    """Request i is due at ``i / rate_per_s``: never more than ``max_requests``, none started after ``duration_s``,
+    no bursts to catch up. ``send(i)`` returns (who answered, did it fail)."""
     limit = min(max_requests, math.ceil(rate_per_s * duration_s))
     by_version: dict[str, int] = {}
     errors_by_version: dict[str, int] = {}
@@ -82,7 +90,7 @@ def drive_lambda(
             break
         if due > now:
             sleep(due - now)
-        version, failed = _invoke(lam, function, qualifier, payloads[sent % len(payloads)])
+        version, failed = send(sent)
         sent += 1
         by_version[version] = by_version.get(version, 0) + 1
         if failed:
@@ -136,28 +144,17 @@ def drive_http(
     not an error, a 5xx is); a refused, reset or timed-out request is an error, and the run goes on."""
     _validate_http(base_url, requests, rate_per_s, duration_s, max_requests, timeout_s)
     prepared = [_prepare(base_url, request) for request in requests]  # a body that is not JSON fails here
-    limit = min(max_requests, math.ceil(rate_per_s * duration_s))
-    sent = errors = 0
-    started = clock()
-    while sent < limit:
-        due = started + sent / rate_per_s
-        now = clock()
-        if now - started >= duration_s:
-            break
-        if due > now:
-            sleep(due - now)
-        url, data, headers, method = prepared[sent % len(prepared)]
+
+    def send(i: int) -> tuple[str, bool]:
+        url, data, headers, method = prepared[i % len(prepared)]
         try:
             status, _ = _send(urllib.request.Request(url, data=data, headers=headers, method=method), timeout_s)
         except OSError:
             status = None
-        sent += 1
-        errors += 1 if status is None or status >= 500 else 0
         # Which version answered is the proxy's choice and is not in the reply: counted per endpoint.
-    by_version = {"endpoint": sent} if sent else {}
-    errors_by_version = {"endpoint": errors} if errors else {}
-    return TrafficResult(sent=sent, errors=errors, by_version=by_version, duration_s=clock() - started,
-                         errors_by_version=errors_by_version)
+        return "endpoint", status is None or status >= 500
+
+    return _run_schedule(send, rate_per_s=rate_per_s, duration_s=duration_s, max_requests=max_requests, clock=clock, sleep=sleep)
 
 
 def _prepare(base_url: str, request: dict) -> tuple[str, bytes | None, dict[str, str], str]:
