@@ -352,6 +352,7 @@ def _release_checkout(
         t.registry_coordinates(registry_block, spec.app)
 
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
+    preflight: list[dict] = []
     artifact = t.find_published_artifact(store_block, spec.app, build_key)
     if artifact is None:
         # the registry is asked first: an unreachable one or refused credentials stop the release before the tests
@@ -365,6 +366,7 @@ def _release_checkout(
         else:
             built = t.build_artifact(checkout, spec)
             try:
+                preflight = t.preflight_zip(built, checkout, spec)  # touch nothing before the zip is known to import
                 artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
             finally:
                 shutil.rmtree(Path(built["path"]).parent, ignore_errors=True)
@@ -432,7 +434,7 @@ def _release_checkout(
         markdown=release_report_markdown(
             app=spec.app, release_id=artifact.release_id, commit=checkout.commit, subject=checkout.subject, repo=checkout.repo_url,
             ref=ref, artifact={**artifact.model_dump(mode="json"), "uri": artifact.uri}, outcomes=outcomes, error=failure,
-            verdicts=verdicts, ui_url=_run_ui_url(),
+            verdicts=verdicts, ui_url=_run_ui_url(), preflight=preflight,
         ),
         description=f"Release {artifact.release_id} of {spec.app}",
     )

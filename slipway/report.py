@@ -37,7 +37,7 @@ def render_summary(outcomes: Iterable[StageOutcome], release_id: str | None = No
 def release_report_markdown(
     *, app: str, release_id: str | None, commit: str, subject: str, repo: str, ref: str, artifact: dict | None,
     outcomes: list[StageOutcome], error: str | None, ui_url: str | None = None, verdicts: dict[str, list[str]] | None = None,
-    links: dict[str, str] | None = None,
+    links: dict[str, str] | None = None, preflight: list[dict] | None = None,
 ) -> str:
     verdict = "FAILED" if error else "SUCCEEDED"
     md = [f"# Release {release_id or '(not built)'} of `{app}`: {verdict}", ""]
@@ -59,6 +59,8 @@ def release_report_markdown(
     md += ["", "## Environments", "", "| environment | outcome | live release | version | detail |", "|---|---|---|---|---|"]
     for o in outcomes:
         md.append(f"| {o.environment} | {o.status} | {o.live_release_id or '—'} | {o.live_version or '—'} | {o.message or ''} |")
+    if preflight:
+        md += ["", "## Preflight", ""] + [f"- {'✅' if c['passed'] else '❌'} {c['name']}: {c['detail']}" for c in preflight]
     if verdicts:
         md += ["", "## Canary verdicts", ""]
         for env, lines in verdicts.items():

@@ -297,6 +297,22 @@ def build_artifact(checkout: Checkout, spec: Spec) -> dict:
     return {"path": str(built.path), "sha256": built.sha256, "size": built.size, "unzipped_size": built.unzipped_size, "file_count": built.file_count}
 
 
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight_zip(built: dict, checkout: Checkout, spec: Spec) -> list[dict]:
+    """Before anything is published or deployed: the zip's imports resolve and its handler imports (see slipway.preflight)."""
+    from slipway import preflight
+
+    source = checkout.path / spec.artifact.source
+    source_files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.py") if "__pycache__" not in p.parts)
+    checks = preflight.lambda_zip_checks(Path(built["path"]), handler=spec.artifact.handler, source_files=source_files,
+                                         requirements=spec.artifact.requirements)
+    logger = get_run_logger()
+    for check in checks:
+        (logger.info if check.passed else logger.error)("preflight %s: %s: %s", check.name, "ok" if check.passed else "FAILED", check.detail)
+    preflight.raise_for_failures(checks)
+    return [c.to_dict() for c in checks]
+
+
 @task(name="publish-artifact", **TRANSIENT_RETRIES)
 def publish_artifact(store_block: str, built: dict, checkout: Checkout, spec: Spec, build_key: str, tests: dict) -> ArtifactRef:
     store, _ = open_store(store_block)
