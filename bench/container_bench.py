@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -34,14 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hello-service"
-WORK = Path(tempfile.mkdtemp(prefix="slipway-cbench-"))
-os.environ["SLIPWAY_HOME"] = str(WORK / "home")
-os.environ["PREFECT_HOME"] = str(WORK / "prefect-client")
-os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(WORK / "results")
-os.environ.pop("PREFECT_API_URL", None)
-os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-sys.path.insert(0, str(ROOT))
+from benchenv import git, isolate  # noqa: E402  (bench/ is sys.path[0] when the script runs)
+
+WORK = isolate("slipway-cbench-")
 
 from slipway import localstack  # noqa: E402
 
@@ -52,11 +46,6 @@ HEALTH_TIMEOUT_S = 5
 BASE_IMAGE = "python:3.11-slim"
 POLL_INTERVAL_S, POLL_LIMIT, POLL_SECONDS = 0.02, 5000, 120
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through an HTTP(S)_PROXY
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
-    return subprocess.run(["git", *args], cwd=repo, check=True, text=True, capture_output=True, env=env).stdout.strip()
 
 
 def timed(fn, *args, **kwargs):

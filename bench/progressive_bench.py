@@ -18,31 +18,19 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hello-lambda"
-WORK = Path(tempfile.mkdtemp(prefix="slipway-bench-canary-"))
-os.environ["SLIPWAY_HOME"] = str(WORK / "home")
-os.environ["PREFECT_HOME"] = str(WORK / "prefect-client")
-os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(WORK / "results")
-os.environ.pop("PREFECT_API_URL", None)
-os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-sys.path.insert(0, str(ROOT))
+from benchenv import git, isolate  # noqa: E402  (bench/ is sys.path[0] when the script runs)
+
+WORK = isolate("slipway-bench-canary-")
 
 from slipway import localstack  # noqa: E402
 
 BAKE = "60s"
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
-    return subprocess.run(["git", *args], cwd=repo, check=True, text=True, capture_output=True, env=env).stdout.strip()
 
 
 def make_repo(app: str, bad: bool) -> Path:

@@ -4,14 +4,12 @@ so a two-minute bake of synthetic traffic takes a few seconds of real invokes.""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import uuid
-import zipfile
 
 import pytest
 
 from clocks import FakeClock
+from lambda_artifacts import artifact
 from slipway import progressive, rollout
 from slipway.canary import CanaryThresholds
 from slipway.errors import CanaryFailed
@@ -51,18 +49,6 @@ def env(aws_endpoint, boto_session):
     ctx = rollout.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=CHECKS, run_id="run-A")
     ctx.lam, ctx.s3, ctx.bucket, ctx.cw = lam, s3, bucket, cw  # type: ignore[attr-defined]
     return ctx
-
-
-def artifact(ctx, name: str, code: str) -> ArtifactRef:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("app.py", code)
-    data = buf.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
-    key = f"artifacts/{ctx.app}/{sha}.zip"
-    ctx.s3.put_object(Bucket=ctx.bucket, Key=key, Body=data)
-    return ArtifactRef(app=ctx.app, sha256=sha, size=len(data), bucket=ctx.bucket, key=key, manifest_key=key + ".json",
-                       commit=name * 8, release_id=name)
 
 
 def release_all_at_once(ctx, art: ArtifactRef) -> str:

@@ -3,14 +3,12 @@ meets a real Lambda alias."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import uuid
-import zipfile
 
 import pytest
 
+from lambda_artifacts import artifact
 from slipway import rollout
 from slipway.errors import DeployError, RollbackError, VerificationFailed
 from slipway.lambda_target import LambdaSettings, LambdaTarget, alias_version
@@ -41,18 +39,6 @@ def env(aws_endpoint, boto_session):
     ctx.s3 = s3  # type: ignore[attr-defined]
     ctx.bucket = bucket  # type: ignore[attr-defined]
     return ctx
-
-
-def artifact(ctx, name: str, code: str) -> ArtifactRef:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("app.py", code)
-    data = buf.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
-    key = f"artifacts/{ctx.app}/{sha}.zip"
-    ctx.s3.put_object(Bucket=ctx.bucket, Key=key, Body=data)
-    return ArtifactRef(app=ctx.app, sha256=sha, size=len(data), bucket=ctx.bucket, key=key, manifest_key=key + ".json",
-                       commit=name * 8, release_id=name)
 
 
 def deploy(ctx, art: ArtifactRef):
