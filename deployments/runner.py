@@ -87,6 +87,24 @@ def run_rollback(app: str, environment: str, to: str | None, store_block: str = 
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def run_diagnose(app: str, environment: str | None, store_block: str = "default") -> dict:
+    from flows.diagnose import diagnose
+
+    result, run_id = _run(diagnose, app=app, environment=environment, store_block=store_block)
+    return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
+
+
+def flags_client(store_block: str = "default"):
+    """SSM in the artifact store's account and region: flags live beside the ledger."""
+    from blocks import aws_clients
+    from tasks.release_tasks import ArtifactStoreBlock, load_block
+
+    block = load_block(ArtifactStoreBlock, store_block, missing=f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
+                       hint="run `slipway local up` (local stack) or create the block (README: Blocks)", ref="store-block-missing")
+    (ssm,) = aws_clients(block.credentials, "ssm")
+    return ssm
+
+
 def paused_runs(app: str, environment: str) -> list[Any]:
     """Paused ``deploy-environment`` runs of APP/ENV (waiting for an approval or a canary decision), oldest first."""
     from prefect import get_client

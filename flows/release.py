@@ -27,8 +27,11 @@ from slipway.report import failure_report_markdown, history_rows, outcome_from_h
 from slipway.spec import Spec
 from tasks import release_tasks as t
 from tasks.locks import environment_lock
+from flows.diagnose import artifact_key as diagnosis_key, diagnose
 from flows.events import emit
 from flows.gates import ask
+from slipway.diagnose import FailureRecord
+from tasks import diagnose_tasks as td
 
 
 def _artifact_key(*parts: str) -> str:
@@ -44,6 +47,80 @@ def _run_ui_url() -> str | None:
 
         return flow_run.ui_url
     except Exception:  # noqa: BLE001 - a link is a nicety
+        return None
+
+
+def _artifact_url(key: str) -> str | None:
+    try:
+        from prefect.settings import PREFECT_UI_URL
+
+        base = PREFECT_UI_URL.value()
+        return f"{base.rstrip('/')}/artifacts/key/{key}" if base else None
+    except Exception:  # noqa: BLE001 - a link is a nicety
+        return None
+
+
+def _app_name_from_spec_file(checkout, spec_path: str | None) -> str | None:
+    """For a spec that does not validate: its ``app:`` if it is a usable name, so the failure can still be diagnosed."""
+    import re
+
+    import yaml
+
+    try:
+        data = yaml.safe_load((checkout.path / (spec_path or "slipway.yaml")).read_text())
+        app = data.get("app") if isinstance(data, dict) else None
+    except Exception:  # noqa: BLE001 - unreadable: nothing to file the record under
+        return None
+    return app if isinstance(app, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", app) else None
+
+
+def _diagnose_failure(
+    progress: dict, checkout, repo_url: str, ref: str, exc: BaseException, store_block: str, *, environment: str | None = None,
+    ledger_entries: list[dict] | None = None, outcome: StageOutcome | None = None,
+) -> dict | None:
+    """Record the failure (with the diff against the last verified release, computed while the clone exists) and run
+    the diagnose subflow on it. Best effort: the release's own error is what the run reports."""
+    logger = get_run_logger()
+    if isinstance(exc, ApprovalRejected) or checkout is None:
+        return None  # a decision, not a failure; or nothing cloned (the error says why)
+    try:
+        spec = progress.get("spec")
+        app = spec.app if spec is not None else _app_name_from_spec_file(checkout, progress.get("spec_path"))
+        if not app:
+            return None
+        heads = progress.get("heads") or {}
+        diff_env = environment or progress.get("first_env")
+        artifact, built = progress.get("artifact"), progress.get("built")
+        release_id = artifact.release_id if artifact else (t.release_id_for(checkout.commit, built["sha256"]) if built else None)
+        new_size = artifact.size if artifact and not artifact.image else (built or {}).get("size")
+        diff = None
+        if diff_env and diff_env in heads:
+            diff = td.release_diff(store_block, checkout, app, diff_env, progress.get("spec_path") or "slipway.yaml",
+                                   heads[diff_env].live, release_id, new_size)
+        env_keys: list[str] = []
+        if spec is not None and diff_env:
+            env_keys = sorted({**getattr(spec.artifact, "environment", {}), **spec.environment(diff_env).environment})
+            delivered = next(((e.get("detail") or {}).get("flags") for e in ledger_entries or [] if e.get("kind") == "deploy-started"), None)
+            env_keys += sorted(t.fingerprint_env_vars(delivered or {}))
+        error = exc.to_dict() if isinstance(exc, SlipwayError) else {"stage": "deploy", "ref": type(exc).__name__, "message": str(exc)}
+        try:
+            from prefect.runtime import flow_run
+
+            run_id = str(flow_run.get_id() or "") or None
+        except Exception:  # noqa: BLE001
+            run_id = None
+        record = FailureRecord(
+            app=app, environment=environment, run_id=run_id, run_url=_run_ui_url(), repo=repo_url, ref=ref, commit=checkout.commit,
+            subject=checkout.subject, release_id=release_id, stage=error.get("stage") or "deploy", error=error,
+            outcome=outcome.message if outcome else None, outcome_status=outcome.status if outcome else None,
+            ledger=ledger_entries or [], preflight=progress.get("preflight") or [], env_keys=env_keys, diff=diff,
+        )
+        key = td.record_failure(store_block, record)
+        result = diagnose(app=app, environment=environment, record_key=key, store_block=store_block)
+        result["url"] = _artifact_url(diagnosis_key(app))
+        return result
+    except Exception as err:  # noqa: BLE001 - never hide the release's own failure behind the diagnosis's
+        logger.warning("could not diagnose the failed release: %s", err)
         return None
 
 
@@ -198,6 +275,8 @@ def _deploy_environment(ctx_args: dict, env, artifact: ArtifactRef, action: str,
     # Decided here, under the lock, not from the plan: a run killed while this one waited (for approval or the lock)
     # leaves an in-progress record only now visible. With nothing in progress this reads the head and does nothing.
     t.reconcile_environment(ctx_args)
+    if action != "verify-live":  # delivered with the new version (a re-verify keeps what the live version has)
+        ctx_args["flags"] = t.read_env_flags(store_block, app, environment)
     snapshot = t.snapshot_alarms(ctx_args, env.alarms) if env.alarms and action != "verify-live" else None
     strategy = env.progressive
     if action == "verify-live":
@@ -310,15 +389,18 @@ def release(
     validate_ref(ref)
     t.check_artifact_store(store_block)
     checkout = None
+    progress: dict = {"spec_path": spec_path}
     try:
         checkout = t.clone_repo(repo_url, ref, git_token_block)
-        return _release_checkout(checkout, ref, spec_path, only, store_block, registry_block, lock_wait)
+        return _release_checkout(checkout, ref, spec_path, only, store_block, registry_block, lock_wait, progress)
     except ReleaseFailed:
         raise  # it published its own report
     except SlipwayError as exc:
+        diagnosis = _diagnose_failure(progress, checkout, repo_url, ref, exc, store_block)
         create_markdown_artifact(
             key="release-failure",
-            markdown=failure_report_markdown(repo=repo_url, ref=ref, commit=checkout.commit if checkout else None, error=exc.to_dict()),
+            markdown=failure_report_markdown(repo=repo_url, ref=ref, commit=checkout.commit if checkout else None, error=exc.to_dict(),
+                                             diagnosis=diagnosis),
             description=f"Release of {repo_url}@{ref} stopped at {exc.stage}",
         )
         raise
@@ -328,12 +410,17 @@ def release(
 
 
 def _release_checkout(
-    checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str, registry_block: str, lock_wait: float
+    checkout, ref: str, spec_path: str | None, only: list[str] | None, store_block: str, registry_block: str, lock_wait: float,
+    progress: dict | None = None,
 ) -> dict:
     logger = get_run_logger()
+    progress = {} if progress is None else progress  # what a diagnosis of a failure needs (filled as the release goes)
     spec = t.load_release_spec(checkout, spec_path)
+    progress["spec"] = spec
     names = [e.name for e in spec.environments]
     heads = t.read_heads(store_block, spec.app, names)
+    progress["heads"] = heads
+    progress["first_env"] = (select_environments(spec, only) or [None])[0]
     plan_rollout(spec, checkout.commit, heads, only)  # validates --only and promotion gates before any build
     locations: dict[str, str] = {}
     for env_name in select_environments(spec, only):  # targets must resolve before anything is built
@@ -351,6 +438,8 @@ def _release_checkout(
         t.docker_client()
         t.registry_coordinates(registry_block, spec.app)
 
+    # read-only checks of every environment's account before any test or build: fail fast, touch nothing
+    target_checks = t.preflight_targets(spec, select_environments(spec, only), store_block)
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
     preflight: list[dict] = []
     artifact = t.find_published_artifact(store_block, spec.app, build_key)
@@ -365,11 +454,15 @@ def _release_checkout(
             artifact = t.record_image(store_block, image, checkout, spec, build_key, tests)
         else:
             built = t.build_artifact(checkout, spec)
+            progress["built"] = built
             try:
                 preflight = t.preflight_zip(built, checkout, spec)  # touch nothing before the zip is known to import
+                progress["preflight"] = preflight + target_checks
                 artifact = t.publish_artifact(store_block, built, checkout, spec, build_key, tests)
             finally:
                 shutil.rmtree(Path(built["path"]).parent, ignore_errors=True)
+    progress["artifact"] = artifact
+    preflight += target_checks
     plan = plan_rollout(spec, checkout.commit, heads, only, release_id=artifact.release_id)
     logger.info("plan for %s:\n  %s", artifact.release_id, "\n  ".join(plan.describe()))
     emit("slipway.release.started", spec.app, release_id=artifact.release_id, commit=checkout.commit,
@@ -378,6 +471,7 @@ def _release_checkout(
     outcomes: list[StageOutcome] = []
     verdicts: dict[str, list[str]] = {}
     failure: str | None = None
+    failed_at: tuple | None = None  # (environment, leaf error, ledger entries, outcome) of the first failure
     for step in plan.steps:
         if failure:
             head = t.read_heads(store_block, spec.app, [step.environment])[step.environment]
@@ -416,6 +510,7 @@ def _release_checkout(
             back = f"ROLLBACK DID NOT COMPLETE: {head.in_progress.message or 'see the rollback run'}"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "rollback-failed", back))
         failure = f"release {artifact.release_id} failed at {stage}: {reason}; {step.environment} {back}"
+        failed_at = (step.environment, exc, recorded, outcomes[-1])
     for env_name in plan.skipped:
         head = t.read_heads(store_block, spec.app, [env_name])[env_name]
         outcomes.append(outcome_from_head(env_name, head, artifact.release_id, "skipped", "not in --only"))
@@ -425,16 +520,22 @@ def _release_checkout(
     if failure and not_reached:
         failure += f"; {', '.join(not_reached)} not touched"
 
+    diagnosis = None
+    if failed_at is not None:
+        env_name, exc, recorded, outcome = failed_at
+        diagnosis = _diagnose_failure(progress, checkout, checkout.repo_url, ref, exc, store_block, environment=env_name,
+                                      ledger_entries=recorded, outcome=outcome)
     summary = {
         "app": spec.app, "release_id": artifact.release_id, "commit": checkout.commit, "artifact": artifact.model_dump(mode="json"),
         "outcomes": [o.model_dump(mode="json") for o in outcomes], "error": failure,
+        "diagnosis": {k: diagnosis[k] for k in ("classification", "title", "next_action", "url")} if diagnosis else None,
     }
     create_markdown_artifact(
         key=_artifact_key("release", spec.app),
         markdown=release_report_markdown(
             app=spec.app, release_id=artifact.release_id, commit=checkout.commit, subject=checkout.subject, repo=checkout.repo_url,
             ref=ref, artifact={**artifact.model_dump(mode="json"), "uri": artifact.uri}, outcomes=outcomes, error=failure,
-            verdicts=verdicts, ui_url=_run_ui_url(), preflight=preflight,
+            verdicts=verdicts, ui_url=_run_ui_url(), preflight=preflight, diagnosis=diagnosis,
         ),
         description=f"Release {artifact.release_id} of {spec.app}",
     )

@@ -174,6 +174,58 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    runner = _runner()
+    out = runner.run_diagnose(args.app, args.env)
+    result = out["result"]
+    if isinstance(result, BaseException):
+        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
+        return 2 if getattr(result, "ref", "") == "nothing-to-diagnose" else 1
+    if args.json:
+        _print_json({k: v for k, v in result.items() if k != "text"})
+        return 0
+    print(result["text"])
+    if out["run_url"]:
+        print(f"  diagnose run: {out['run_url']}")
+    return 0
+
+
+def cmd_flag(args: argparse.Namespace) -> int:
+    from slipway import flags
+
+    if args.flag_cmd == "set":  # validated before Prefect or AWS is reached
+        flags.validate_flag(args.app, args.env, args.name, args.value)
+    ssm = _runner().flags_client()
+    if args.flag_cmd == "set":
+        from slipway.ledger import default_actor
+
+        value = flags.set_flag(ssm, args.app, args.env, args.name, args.value, actor=default_actor())
+        print(f"{args.app}/{args.env}: flag {value.name}={value.value} (version {value.version}); "
+              f"the function gets it as {flags.ENV_PREFIX}{value.name.upper()} at the next release to {args.env}")
+        return 0
+    if args.flag_cmd == "delete":
+        flags.delete_flag(ssm, args.app, args.env, args.name)
+        print(f"{args.app}/{args.env}: flag {args.name} removed; the function loses it at the next release to {args.env}")
+        return 0
+    if args.flag_cmd == "history":
+        versions = flags.flag_history(ssm, args.app, args.env, args.name)
+        if args.json:
+            _print_json([v.model_dump(mode="json") for v in versions])
+            return 0
+        for v in versions:
+            print(f"  v{v.version:<4} {v.last_modified or '-':<32} {v.value!r}  {v.description or ''}")
+        return 0
+    current = flags.read_flags(ssm, args.app, args.env)
+    if args.json:
+        _print_json({k: v.model_dump(mode="json") for k, v in current.items()})
+        return 0
+    if not current:
+        print(f"{args.app}/{args.env}: no flags")
+    for name, v in current.items():
+        print(f"  {name}={v.value}  (version {v.version}, {v.last_modified or '-'})")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints usage too)
@@ -222,6 +274,26 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--env", default=None)
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(func=cmd_history)
+    diag = sub.add_parser("diagnose", help="why did the latest release of APP fail? cause, evidence, diff against the last verified release")
+    diag.add_argument("app")
+    diag.add_argument("--env", default=None, help="the latest failure in this environment")
+    diag.add_argument("--json", action="store_true")
+    diag.set_defaults(func=cmd_diagnose)
+
+    flag = sub.add_parser("flag", help="feature flags of an environment (SSM Parameter Store; applied at the next release)")
+    fsub = flag.add_subparsers(dest="flag_cmd", required=True, parser_class=_Parser)
+    fset = fsub.add_parser("set", help="set NAME to VALUE in APP/ENV (a new version)")
+    for cmd in (fset, fsub.add_parser("delete", help="remove NAME from APP/ENV"), fsub.add_parser("history", help="every version of NAME")):
+        cmd.add_argument("app")
+        cmd.add_argument("env")
+        cmd.add_argument("name")
+    fset.add_argument("value")
+    flist = fsub.add_parser("list", help="the flags of APP/ENV")
+    flist.add_argument("app")
+    flist.add_argument("env")
+    for cmd in (flist, fsub.choices["history"]):
+        cmd.add_argument("--json", action="store_true")
+    flag.set_defaults(func=cmd_flag)
     return p
 
 

@@ -37,7 +37,7 @@ def render_summary(outcomes: Iterable[StageOutcome], release_id: str | None = No
 def release_report_markdown(
     *, app: str, release_id: str | None, commit: str, subject: str, repo: str, ref: str, artifact: dict | None,
     outcomes: list[StageOutcome], error: str | None, ui_url: str | None = None, verdicts: dict[str, list[str]] | None = None,
-    links: dict[str, str] | None = None, preflight: list[dict] | None = None,
+    links: dict[str, str] | None = None, preflight: list[dict] | None = None, diagnosis: dict | None = None,
 ) -> str:
     verdict = "FAILED" if error else "SUCCEEDED"
     md = [f"# Release {release_id or '(not built)'} of `{app}`: {verdict}", ""]
@@ -59,6 +59,7 @@ def release_report_markdown(
     md += ["", "## Environments", "", "| environment | outcome | live release | version | detail |", "|---|---|---|---|---|"]
     for o in outcomes:
         md.append(f"| {o.environment} | {o.status} | {o.live_release_id or '—'} | {o.live_version or '—'} | {o.message or ''} |")
+    md += diagnosis_section(diagnosis)
     if preflight:
         md += ["", "## Preflight", ""] + [f"- {'✅' if c['passed'] else '❌'} {c['name']}: {c['detail']}" for c in preflight]
     if verdicts:
@@ -90,7 +91,19 @@ def render_history(entries: list[LedgerEntry]) -> str:
     return "\n".join(out)
 
 
-def failure_report_markdown(*, repo: str, ref: str, commit: str | None, error: dict) -> str:
+def diagnosis_section(diagnosis: dict | None) -> list[str]:
+    """The release report's summary of the diagnose flow's result, linking the full diagnosis artifact."""
+    if not diagnosis:
+        return []
+    md = ["", "## Diagnosis", "", f"**Cause: {diagnosis.get('title')}** (`{diagnosis.get('classification')}`)", ""]
+    md += [f"- {r}" for r in diagnosis.get("reasoning") or []]
+    md += ["", f"**Next:** {diagnosis.get('next_action')}"]
+    if diagnosis.get("url"):
+        md += ["", f"[the full diagnosis, with the evidence and the diff against the last verified release]({diagnosis['url']})"]
+    return md
+
+
+def failure_report_markdown(*, repo: str, ref: str, commit: str | None, error: dict, diagnosis: dict | None = None) -> str:
     """A release that stopped before any environment was touched: the stage, the error and its evidence."""
     md = [
         f"# Release of `{repo}` at `{ref}`: FAILED at {error.get('stage')}",
@@ -105,6 +118,7 @@ def failure_report_markdown(*, repo: str, ref: str, commit: str | None, error: d
         f"| reference | `{error.get('ref')}` |",
         f"| commit | `{commit or 'not cloned'}` |",
     ]
+    md += diagnosis_section(diagnosis)
     evidence = error.get("evidence") or {}
     if evidence.get("failed_tests"):
         md += ["", "## Failing tests", ""] + [f"- `{t}`" for t in evidence["failed_tests"]]

@@ -31,6 +31,7 @@ class EnvContext:
     checks: list[dict] = field(default_factory=list)
     run_id: str | None = None
     target_block: str | None = None
+    flags: dict | None = None  # feature flags delivered with this deploy: {name: {version, value}} (recorded in the ledger)
 
     @property
     def effective_checks(self) -> list[dict]:
@@ -40,8 +41,37 @@ class EnvContext:
         return self.ledger.head(self.app, self.environment)
 
 
+def check_no_drift(ctx: EnvContext) -> None:
+    """Refuse to deploy on top of a target changed outside Slipway (it serves another version than the ledger's live
+    release, or that version runs other code): a rollback would not know where to return. Nothing is touched."""
+    head = ctx.head()
+    if head.live is None or head.in_progress is not None:
+        return  # nothing verified to compare with, or a run's in-progress record (reconciled before this)
+    serving = ctx.target.serving()
+    detail = None
+    if serving is None:
+        return  # the target is gone (deleted, a fresh machine): deploying recreates it and breaks nothing that is served
+    if serving != head.live.version:
+        detail = f"{ctx.target.name} serves {serving}"
+    else:
+        check_identity = getattr(ctx.target, "identity_mismatch", None)
+        mismatch = check_identity(head.live.version, head.live) if check_identity else None
+        if mismatch:
+            detail = f"{ctx.target.name}: {mismatch}"
+    if detail:
+        raise DeployError(
+            f"live state changed outside Slipway: {detail}; the ledger says {head.live.release_id} (version {head.live.version})",
+            target=f"{ctx.app}/{ctx.environment}",
+            hint="put it back with the verify flow (heal=true) or `slipway rollback`, or record the outside change as a release; "
+                 "then release again (nothing was deployed)",
+            ref="drift", evidence={"drift": {"serving": serving, "ledger_release": head.live.release_id,
+                                             "ledger_version": head.live.version, "detail": detail}},
+        )
+
+
 def publish(ctx: EnvContext, artifact: ArtifactRef) -> DeployResult:
-    """Make a new version on the target; nothing live changes."""
+    """Make a new version on the target; nothing live changes. Refused when the live state drifted (see check_no_drift)."""
+    check_no_drift(ctx)
     return ctx.target.prepare(artifact).model_copy(update={"environment": ctx.environment})
 
 
@@ -57,6 +87,7 @@ def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) ->
             "target_type": ctx.target.type, "location": ctx.target.location(), "target_block": ctx.target_block,
             "image": artifact.image.pinned if artifact.image else None,
             **ctx.target.location(),
+            **({"flags": ctx.flags} if ctx.flags is not None else {}),
         },
     )
     return entry.seq

@@ -68,6 +68,8 @@ class LambdaZipArtifact(_Strict):
     timeout: int = Field(default=30, ge=1, le=900, description="seconds")
     memory: int = Field(default=256, ge=128, le=10240, description="MB")
     environment: EnvVars = Field(default_factory=dict, description="function environment variables")
+    max_unzipped_mb: int | None = Field(default=None, ge=1, le=250,
+                                        description="the team's size budget for the unzipped package (AWS's limit is 250 MB)")
 
     @field_validator("source", "requirements")
     @classmethod

@@ -6,6 +6,7 @@ Layout under the bucket and prefix::
     artifacts/{app}/{sha256}.manifest.json   its provenance manifest
     builds/{app}/{build_key}.json            build pointer: commit + build config -> artifact (reuse, no rebuild)
     ledger/{app}/{env}/...                   the ledger (see ledger.py)
+    diagnostics/{app}/{at}-{run}.json        a failed release's record, read by `slipway diagnose` (see diagnose.py)
 
 S3 (and moto) do not verify a client-sent checksum for us in every case, so every upload is read back
 and hashed client-side.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+import uuid
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -49,6 +52,40 @@ class ArtifactStore:
 
     def build_pointer_key(self, app: str, build_key: str) -> str:
         return f"{self.prefix}builds/{app}/{build_key}.json"
+
+    def diagnostics_prefix(self, app: str) -> str:
+        return f"{self.prefix}diagnostics/{app}/"
+
+    # ---- failure records (read by `slipway diagnose`) -------------------------------------------------
+    def put_failure_record(self, app: str, at: str, run_id: str | None, record: dict) -> str:
+        """Store a failed release's record under a key that sorts by time; returns the key."""
+        stamp = re.sub(r"[^0-9]", "", at)[:17]
+        key = f"{self.diagnostics_prefix(app)}{stamp}-{(run_id or uuid.uuid4().hex)[:36]}.json"
+        body = json.dumps(record, sort_keys=True, default=str).encode()
+        if not self._put_if_absent(key, body, "application/json"):
+            raise PublishError(f"a failure record already exists at s3://{self.bucket}/{key}", ref="record-exists")
+        return key
+
+    def read_failure_record(self, key: str) -> dict | None:
+        if not key.startswith(self.prefix + "diagnostics/"):
+            key = self.prefix + key
+        return self._get_json(key)
+
+    def failure_records(self, app: str, limit: int = 50) -> list[tuple[str, dict]]:
+        """The newest ``limit`` failure records of an app, newest first."""
+        paginator = self.s3.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.diagnostics_prefix(app)):
+                keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+        except ClientError as exc:
+            raise translate(exc, PublishError, f"list the failure records of {app}", target=self.bucket) from exc
+        out = []
+        for key in sorted(keys, reverse=True)[:limit]:
+            data = self._get_json(key)
+            if data is not None:
+                out.append((key, data))
+        return out
 
     # ---- checks ---------------------------------------------------------------------------------
     def check_access(self) -> None:

@@ -100,7 +100,7 @@ def resolve_target_block(env_name: str, explicit: str | None, block_cls: type = 
     )
 
 
-def _lambda_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
+def _lambda_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float, extra_env: dict):
     lam, cw = aws_clients(block.credentials, "lambda", "cloudwatch", region=block.region, read_timeout=read_timeout)
     art = spec.artifact if spec is not None else None
     env = spec.environment(env_name) if spec is not None else None
@@ -108,7 +108,7 @@ def _lambda_target(app: str, env_name: str, location: dict, block, spec: Spec | 
         function_name=location["function"], alias=location.get("alias") or "live", role_arn=block.role_arn,
         handler=art.handler if art else "", runtime=art.runtime if art else "",
         timeout=art.timeout if art else 30, memory=art.memory if art else 256,
-        environment={**art.environment, **env.environment} if art else {},
+        environment={**art.environment, **env.environment, **extra_env} if art else {},
     )
     return LambdaTarget(lam, settings, cw=cw, metrics_period_s=block.metrics_period_s, metrics_delay_s=block.metrics_delay_s)
 
@@ -135,18 +135,18 @@ def docker_client(engine_url: str | None = None):
         ) from exc
 
 
-def _container_env(spec: Spec | None, env_name: str, location: dict) -> dict[str, str]:
+def _container_env(spec: Spec | None, env_name: str, location: dict, extra_env: dict | None = None) -> dict[str, str]:
     if spec is None:
         return dict(location.get("environment") or {})  # a rollback without the spec: what was recorded
-    return {**spec.artifact.environment, **spec.environment(env_name).environment}
+    return {**spec.artifact.environment, **spec.environment(env_name).environment, **(extra_env or {})}
 
 
-def _docker_host_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
+def _docker_host_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float, extra_env: dict):
     return DockerHostTarget(
         docker_client(block.engine_url), proxy_for(block.proxy_root, block.nginx_binary), app=app, env=env_name,
         listen_port=int(location["listen_port"]), container_ports=parse_port_range(block.container_ports),
         health_path=location.get("health_path") or "/health", health_timeout=block.health_timeout,
-        port_env=location.get("port_env") or "PORT", environment=_container_env(spec, env_name, location),
+        port_env=location.get("port_env") or "PORT", environment=_container_env(spec, env_name, location, extra_env),
     )
 
 
@@ -159,12 +159,12 @@ def _docker_host_location(spec: Spec, env_name: str, block) -> dict:
     }
 
 
-def _ecs_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float):
+def _ecs_target(app: str, env_name: str, location: dict, block, spec: Spec | None, read_timeout: float, extra_env: dict):
     (ecs,) = aws_clients(block.credentials, "ecs", region=block.region, read_timeout=read_timeout)
     settings = EcsSettings(cluster=location["cluster"], service=location["service"], container_name=location["container"])
     return EcsTarget(
         ecs, settings, endpoint=location.get("endpoint"), health_path=location.get("health_path") or "/health",
-        wait_timeout=block.wait_timeout, environment=_container_env(spec, env_name, location),
+        wait_timeout=block.wait_timeout, environment=_container_env(spec, env_name, location, extra_env),
     )
 
 
@@ -193,16 +193,38 @@ def _target_kind(target_type: str) -> tuple[type, object, object]:
 
 def env_context(
     app: str, env_name: str, store_block: str, *, target_type: str = "lambda", location: dict, target_block: str | None,
-    spec: Spec | None = None, checks: list[dict] | None = None, read_timeout: float = 60,
+    spec: Spec | None = None, checks: list[dict] | None = None, read_timeout: float = 60, flags: dict | None = None,
 ) -> rollout.EnvContext:
+    """``flags``: the environment's feature flags read at the start of this deploy (``read_env_flags``), delivered to the
+    new version as environment variables and recorded in the ledger."""
     _, ledger = open_store(store_block)
     block_cls, factory, _ = _target_kind(target_type)
     block_name, block = resolve_target_block(env_name, target_block, block_cls)
-    target = factory(app, env_name, location, block, spec, read_timeout)
+    target = factory(app, env_name, location, block, spec, read_timeout, fingerprint_env_vars(flags or {}))
     return rollout.EnvContext(
         ledger=ledger, app=app, environment=env_name, target=target, checks=checks or [],
-        run_id=str(flow_run.get_id() or "") or None, target_block=block_name,
+        run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=flags,
     )
+
+
+def fingerprint_env_vars(fingerprint: dict) -> dict[str, str]:
+    from slipway.flags import FlagValue, flag_env_vars
+
+    return flag_env_vars({n: FlagValue(name=n, value=d["value"], version=d["version"]) for n, d in fingerprint.items()})
+
+
+@task(name="read-flags", **TRANSIENT_RETRIES)
+def read_env_flags(store_block: str, app: str, env_name: str) -> dict:
+    """The environment's feature flags now (SSM, in the artifact store's account): {name: {version, value}}."""
+    from slipway.flags import flags_fingerprint, read_flags
+
+    block = load_block(ArtifactStoreBlock, store_block)
+    (ssm,) = aws_clients(block.credentials, "ssm")
+    fingerprint = flags_fingerprint(read_flags(ssm, app, env_name))
+    if fingerprint:
+        get_run_logger().info("feature flags of %s/%s: %s", app, env_name,
+                              ", ".join(f"{n}={d['value']} (v{d['version']})" for n, d in fingerprint.items()))
+    return fingerprint
 
 
 def location_for(spec: Spec, env_name: str) -> dict:
@@ -246,7 +268,8 @@ def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
 def ledger_since(store_block: str, app: str, env: str, seq: int) -> list[dict]:
     """What this release recorded in ``env`` (entries after ``seq``): kind, message, verdict."""
     _, ledger = open_store(store_block)
-    return [{"kind": e.kind, "message": e.message, "verdict": e.detail.get("verdict"), "percent": e.detail.get("percent")}
+    return [{"kind": e.kind, "message": e.message, "verdict": e.detail.get("verdict"), "percent": e.detail.get("percent"),
+             "release_id": e.release_id, "version": e.version, "at": e.at, "detail": e.detail}
             for e in ledger.entries_after(app, env, seq)]
 
 
@@ -304,12 +327,40 @@ def preflight_zip(built: dict, checkout: Checkout, spec: Spec) -> list[dict]:
 
     source = checkout.path / spec.artifact.source
     source_files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.py") if "__pycache__" not in p.parts)
+    budget = spec.artifact.max_unzipped_mb
     checks = preflight.lambda_zip_checks(Path(built["path"]), handler=spec.artifact.handler, source_files=source_files,
-                                         requirements=spec.artifact.requirements)
+                                         requirements=spec.artifact.requirements, runtime=spec.artifact.runtime,
+                                         max_unzipped_bytes=budget * 1024**2 if budget else None)
     logger = get_run_logger()
     for check in checks:
         (logger.info if check.passed else logger.error)("preflight %s: %s: %s", check.name, "ok" if check.passed else "FAILED", check.detail)
     preflight.raise_for_failures(checks)
+    return [c.to_dict() for c in checks]
+
+
+@task(name="preflight-targets", cache_policy=NO_CACHE)
+def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> list[dict]:
+    """Before the first deploy: each environment's credentials work, its target exists or can be created, its alarms
+    exist (one already firing is reported, not blocking). Read-only (see slipway.preflight_aws)."""
+    from slipway import preflight, preflight_aws
+
+    checks = []
+    for env_name in environments:
+        env = spec.environment(env_name)
+        target_type = spec.target_type(env)
+        ctx_args = {"env_name": env_name, "target_type": target_type, "target_block": env.target, "store_block": store_block}
+        if target_type == "lambda":
+            _, block = resolve_target_block(env_name, env.target, LambdaTargetBlock)
+            sts, lam, iam = aws_clients(block.credentials, "sts", "lambda", "iam", region=block.region, read_timeout=20)
+            checks.append(preflight_aws.check_identity(sts, env_name))
+            if checks[-1].passed:
+                checks.append(preflight_aws.check_lambda_target(lam, iam, env_name, location_for(spec, env_name)["function"], block.role_arn))
+        if env.alarms:
+            checks.append(preflight_aws.check_alarms(_alarm_client(ctx_args), env_name, env.alarms))
+    logger = get_run_logger()
+    for check in checks:
+        (logger.info if check.passed else logger.error)("preflight %s: %s: %s", check.name, "ok" if check.passed else "FAILED", check.detail)
+    preflight.raise_for_failures(checks, hint="nothing was deployed; fix the environment's credentials, role or alarms and release again")
     return [c.to_dict() for c in checks]
 
 

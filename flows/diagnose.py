@@ -1,0 +1,55 @@
+"""The ``diagnose`` flow: why did the latest release of an app (in an environment) fail?
+
+Reads the failure record the release left in the artifact store, classifies it (``slipway.diagnose``), and
+publishes the diagnosis as the markdown artifact ``diagnosis-<app>``. The release flow runs it as a subflow at
+the end of every failed release; ``slipway diagnose APP`` and ``prefect deployment run diagnose/diagnose`` run it
+on demand.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from slipway.diagnose import FailureRecord, diagnose as diagnose_record
+from slipway.errors import InputError
+from tasks.diagnose_tasks import read_failure_record
+from tasks.release_tasks import read_heads
+
+
+def artifact_key(app: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", f"diagnosis-{app}".lower()).strip("-")[:100]
+
+
+@flow(name="diagnose", flow_run_name="diagnose {app}")
+def diagnose(app: str, environment: str | None = None, record_key: str | None = None, store_block: str = "default") -> dict:
+    """The failing stage and check with its evidence, the classification and its reasoning, the diff against the last
+    verified release, and the next action."""
+    found = read_failure_record(store_block, app, environment, record_key)
+    if found is None:
+        where = f"{app}/{environment}" if environment else app
+        raise InputError(
+            f"no failed release of {where} is on record",
+            hint="diagnose reads the record a failed release leaves in the artifact store; `slipway history APP` shows what ran",
+            ref="nothing-to-diagnose",
+        )
+    key, data = found
+    record = FailureRecord.model_validate(data)
+    result = diagnose_record(record)
+    since = None
+    env = record.environment or (record.diff.environment if record.diff else None)
+    if env:
+        head = read_heads(store_block, app, [env])[env]
+        if head.live and head.live.verified_at and head.live.verified_at > record.at:
+            since = f"since then, {env} verified {head.live.release_id} (at {head.live.verified_at})"
+    markdown = result.markdown() + (f"\n_{since}_\n" if since else "")
+    create_markdown_artifact(key=artifact_key(app), markdown=markdown,
+                             description=f"Why release {record.release_id or '(not built)'} of {app} failed: {result.title}")
+    get_run_logger().info("%s", result.text())
+    return {**result.model_dump(mode="json"), "title": result.title, "text": result.text() + (f"\n  note:        {since}" if since else ""),
+            "record_key": key}
+
+
+__all__ = ["diagnose", "artifact_key"]

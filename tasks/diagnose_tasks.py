@@ -1,0 +1,73 @@
+"""Thin tasks for failure triage: compute the diff against the last verified release, store the failure record."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from slipway.diagnose import FailureRecord, ReleaseDiff, compute_diff
+from slipway.gitsource import Checkout
+from slipway.ledger import LiveRelease
+from tasks.release_tasks import TRANSIENT_RETRIES, open_store
+
+
+def _flag_lines(old: dict, new: dict) -> list[str]:
+    from slipway.flags import diff_flags
+
+    return diff_flags(old, new)
+
+
+def _release_flags(ledger, app: str, env: str, release_id: str | None) -> dict:
+    """The flags a release was deployed with there (recorded in its ``deploy-started`` entry)."""
+    if not release_id:
+        return {}
+    for entry in ledger.history(app, env, limit=500):
+        if entry.kind == "deploy-started" and entry.release_id == release_id and "flags" in entry.detail:
+            return entry.detail.get("flags") or {}
+    return {}
+
+
+@task(name="release-diff", cache_policy=NO_CACHE)
+def release_diff(
+    store_block: str, checkout: Checkout, app: str, environment: str, spec_path: str, baseline: LiveRelease | None,
+    new_release_id: str | None, new_size: int | None, new_flags: dict | None = None,
+) -> ReleaseDiff | None:
+    """Best effort: a diagnosis without a diff is still a diagnosis."""
+    try:
+        store, ledger = open_store(store_block)
+        baseline_size = None
+        if baseline is not None and baseline.artifact_sha256 and not baseline.image:
+            manifest = store.read_manifest(app, baseline.artifact_sha256)
+            baseline_size = manifest.artifact_size if manifest else None
+        if new_flags is None:
+            new_flags = _release_flags(ledger, app, environment, new_release_id)
+        baseline_flags = _release_flags(ledger, app, environment, baseline.release_id) if baseline else {}
+        return compute_diff(
+            checkout.path, environment=environment, new_commit=checkout.commit, spec_path=spec_path,
+            baseline_release=baseline.release_id if baseline else None, baseline_commit=baseline.commit if baseline else None,
+            baseline_size=baseline_size, new_size=new_size, baseline_flags=baseline_flags, new_flags=new_flags, flag_lines=_flag_lines,
+        )
+    except Exception as exc:  # noqa: BLE001 - never hide the release's own failure behind the diff's
+        get_run_logger().warning("could not compute the diff against the last verified release of %s/%s: %s", app, environment, exc)
+        return None
+
+
+@task(name="record-failure", **TRANSIENT_RETRIES)
+def record_failure(store_block: str, record: FailureRecord) -> str:
+    store, _ = open_store(store_block)
+    key = store.put_failure_record(record.app, record.at, record.run_id, record.model_dump(mode="json"))
+    get_run_logger().info("failure record: s3://%s/%s", store.bucket, key)
+    return key.removeprefix(store.prefix)
+
+
+@task(name="read-failure-record", **TRANSIENT_RETRIES)
+def read_failure_record(store_block: str, app: str, environment: str | None, record_key: str | None) -> tuple[str, dict] | None:
+    store, _ = open_store(store_block)
+    if record_key:
+        data = store.read_failure_record(record_key)
+        return (record_key, data) if data else None
+    for key, data in store.failure_records(app):
+        where = data.get("environment") or ((data.get("diff") or {}).get("environment"))
+        if environment is None or where == environment:
+            return key.removeprefix(store.prefix), data
+    return None
