@@ -42,22 +42,22 @@ def _artifact_key(*parts: str) -> str:
 
 
 def _run_ui_url() -> str | None:
+    """The run's page, the same link the CLI prints (``/runs/flow-run/<id>``)."""
     try:
         from prefect.runtime import flow_run
 
-        return flow_run.ui_url
+        from deployments.runner import ui_url_for_run
+
+        run_id = flow_run.get_id()
+        return ui_url_for_run(run_id) if run_id else None
     except Exception:  # noqa: BLE001 - a link is a nicety
         return None
 
 
 def _artifact_url(key: str) -> str | None:
-    try:
-        from prefect.settings import PREFECT_UI_URL
-
-        base = PREFECT_UI_URL.value()
-        return f"{base.rstrip('/')}/artifacts/key/{key}" if base else None
-    except Exception:  # noqa: BLE001 - a link is a nicety
-        return None
+    """The UI page of the latest artifact with this key."""
+    run_url = _run_ui_url()
+    return f"{run_url.split('/runs/flow-run/')[0]}/artifacts/key/{key}" if run_url else None
 
 
 def _app_name_from_spec_file(checkout, spec_path: str | None) -> str | None:

@@ -69,7 +69,7 @@ class ReleaseDiff(_Model):
     note: str | None = None  # why a part of the diff is missing (baseline not in the clone's history, …)
     files: list[str] = Field(default_factory=list, description="'M src/app.py' (git diff --name-status)")
     dependencies: list[str] = Field(default_factory=list, description="unified diff of requirements/lock files")
-    spec: list[str] = Field(default_factory=list, description="unified diff of slipway.yaml")
+    spec: list[str] = Field(default_factory=list, description="unified diff of slipway.yaml (environment values as ***)")
     artifact_size: dict[str, int | None] = Field(default_factory=dict, description="{'baseline': bytes, 'new': bytes}")
     env_keys: dict[str, list[str]] = Field(default_factory=dict, description="added/removed/changed variable NAMES only")
     flags: list[str] = Field(default_factory=list, description="feature flag changes")
@@ -477,6 +477,23 @@ def spec_env_vars(spec_text: str | None, environment: str) -> dict[str, str]:
     return out
 
 
+def redacted_spec(spec_text: str | None) -> str | None:
+    """The spec as YAML with every environment variable's value replaced by ``***`` (the diff shows names only)."""
+    if spec_text is None:
+        return None
+    try:
+        data = yaml.safe_load(spec_text)
+    except yaml.YAMLError:
+        return "# (not valid YAML: not shown)"
+    if not isinstance(data, dict):
+        return "# (not a mapping: not shown)"
+    holders = [data.get("artifact")] + list(data.get("environments") or [])
+    for holder in holders:
+        if isinstance(holder, dict) and isinstance(holder.get("environment"), dict):
+            holder["environment"] = {k: "***" for k in holder["environment"]}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
 def env_key_changes(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
     """Names only: a value is never copied out of here."""
     return {
@@ -518,7 +535,7 @@ def compute_diff(
     old_spec = _show(repo, baseline_commit, spec_path)
     return ReleaseDiff(
         **common, commits=commits, note=note, files=files, dependencies=dependencies[:MAX_DIFF_LINES],
-        spec=_unified(old_spec, new_spec, spec_path) if old_spec != new_spec else [],
+        spec=_unified(redacted_spec(old_spec), redacted_spec(new_spec), spec_path) if redacted_spec(old_spec) != redacted_spec(new_spec) else [],
         env_keys=env_key_changes(spec_env_vars(old_spec, environment), new_env),
     )
 

@@ -1,0 +1,118 @@
+"""The classification rules and the diff, on failure records shaped as the release flow writes them (the flow tests in
+tests/flows/test_diagnose.py produce the real ones from broken repositories)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from slipway.diagnose import FailureRecord, ReleaseDiff, compute_diff, diagnose, env_key_changes, redacted_spec, spec_env_vars
+
+
+def record(stage: str, *, ref: str = "x", message: str = "it failed", evidence: dict | None = None, transient: bool = False,
+           **kw) -> FailureRecord:
+    error = {"stage": stage, "ref": ref, "message": message, "target": None, "hint": None, "evidence": evidence or {}, "transient": transient}
+    return FailureRecord(app="hello", environment=kw.pop("environment", "dev"), stage=stage, error=error, **kw)
+
+
+def smoke(response: dict | None, detail: str = "FunctionError Unhandled") -> dict:
+    return {"checks": [{"name": "health", "passed": False, "detail": detail, "response": response}]}
+
+
+@pytest.mark.parametrize("rec, expected", [
+    (record("deploy", ref="deploy-failed", message="could not publish version: TooManyRequestsException: Rate exceeded",
+            evidence={"aws_error_code": "TooManyRequestsException"}, transient=True), "network-or-aws"),
+    (record("deploy", ref="deploy-failed", message="could not update: ServiceException: boom", evidence={"aws_error_code": "ServiceException"}),
+     "network-or-aws"),
+    (record("deploy", ref="aws-unreachable", message="could not reach AWS to update function", transient=True), "network-or-aws"),
+    (record("deploy", message="could not create: RequestEntityTooLargeException: too big",
+            evidence={"aws_error_code": "RequestEntityTooLargeException"}), "too-large-or-slow"),
+    (record("deploy", ref="lambda-update-timeout", message="Lambda update did not finish in time"), "too-large-or-slow"),
+    (record("build", ref="artifact-too-large", message="zip is 60 MB"), "too-large-or-slow"),
+    (record("deploy", message="could not create: AccessDeniedException: no lambda:CreateFunction",
+            evidence={"aws_error_code": "AccessDeniedException"}), "configuration"),
+    (record("deploy", message="could not create: InvalidParameterValueException: The role defined for the function cannot be assumed by Lambda.",
+            evidence={"aws_error_code": "InvalidParameterValueException"}), "configuration"),
+    (record("spec", ref="invalid-spec", message="slipway.yaml: environments: field required", environment=None), "configuration"),
+    (record("clone", ref="unknown-ref", message="unknown ref 'v9'", environment=None), "configuration"),
+    (record("clone", ref="repo-unreachable", message="could not clone", environment=None), "network-or-aws"),
+    (record("verify", evidence=smoke({"errorType": "Runtime.ImportModuleError", "errorMessage": "Unable to import module 'app': No module named 'requests'"})),
+     "incompatible-artifact"),
+    (record("verify", evidence=smoke({"errorType": "ClientError", "errorMessage": "An error occurred (AccessDenied) when calling GetObject"})),
+     "configuration"),
+    (record("verify", evidence=smoke({"errorType": "KeyError", "errorMessage": "'GREETING'"})), "configuration"),
+    (record("verify", evidence=smoke({"errorType": "KeyError", "errorMessage": "'user_id'"})), "code-defect"),  # a dict key, not config
+    (record("verify", evidence=smoke({"statusCode": 500}, detail="statusCode: expected 200, got 500")), "code-defect"),
+    (record("verify", evidence=smoke(None, detail="could not reach AWS to invoke hello-dev:live")), "network-or-aws"),
+    (record("canary", ref="canary-failed", evidence={"percent": 20, "verdict": {"verdict": "FAIL", "reason": "error rate", "metrics": []}}),
+     "code-defect"),
+    (record("canary", ref="canary-inconclusive", evidence={"percent": 20, "verdict": {"verdict": "INCONCLUSIVE", "reason": "12 < 50 requests",
+                                                                                      "metrics": []}}), "configuration"),
+    (record("canary", ref="alarm-fired", evidence={"percent": 10, "alarms": {"newly_alarming": [{"name": "p99", "was": "OK", "now": "ALARM"}]}}),
+     "code-defect"),
+    (record("deploy", ref="drift", message="live state changed outside Slipway", evidence={"drift": {"serving": "7"}}), "drift"),
+    (record("preflight", ref="role-missing", evidence={"checks": [{"name": "dev: target", "passed": False, "detail": "role", "ref": "role-missing"}]}),
+     "configuration"),
+    (record("preflight", ref="artifact-too-large", evidence={"checks": [{"name": "size limits", "passed": False, "detail": "big",
+                                                                         "ref": "artifact-too-large"}]}), "too-large-or-slow"),
+    (record("preflight", ref="incompatible-wheel", evidence={"checks": [{"name": "platform compatible", "passed": False, "detail": "cp312",
+                                                                         "ref": "incompatible-wheel"}]}), "incompatible-artifact"),
+])
+def test_each_failure_is_classified(rec, expected):
+    d = diagnose(rec)
+    assert d.classification == expected, d.reasoning
+    assert d.reasoning and d.next_action
+
+
+def test_the_environment_variable_rule_names_a_variable_removed_since_the_last_verified_release():
+    diff = ReleaseDiff(environment="dev", baseline_release="r1", env_keys={"added": [], "removed": ["GREETING"], "changed": []})
+    d = diagnose(record("verify", evidence=smoke({"errorType": "KeyError", "errorMessage": "'GREETING'"}), diff=diff))
+    assert "it was removed since the last verified release" in d.reasoning[0]
+    d = diagnose(record("verify", evidence=smoke({"errorType": "KeyError", "errorMessage": "'GREETING'"}), env_keys=["GREETING"]))
+    assert d.classification == "code-defect"  # it is set: the KeyError is the code's
+
+
+def test_a_failed_rollback_comes_first_in_the_next_action():
+    d = diagnose(record("verify", evidence=smoke({"statusCode": 500}), outcome_status="rollback-failed"))
+    assert d.next_action.startswith("roll back by hand first: `slipway rollback hello dev`")
+
+
+def test_environment_values_never_leave_the_spec_diff():
+    spec = "app: a\nartifact:\n  type: lambda-zip\n  environment:\n    TOKEN_URL: https://secret.example\nenvironments:\n" \
+           "  - name: dev\n    environment:\n      DB: prod-db-password\n"
+    text = redacted_spec(spec)
+    assert "secret.example" not in text and "prod-db-password" not in text and "TOKEN_URL: '***'" in text and "DB: '***'" in text
+    assert spec_env_vars(spec, "dev") == {"TOKEN_URL": "https://secret.example", "DB": "prod-db-password"}
+    assert env_key_changes({"A": "1", "B": "2"}, {"B": "3", "C": "4"}) == {"added": ["C"], "removed": ["A"], "changed": ["B"]}
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_diff_of_a_two_release_history(tmp_path):
+    repo = tmp_path / "r"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "slipway.yaml").write_text("app: a\nartifact:\n  type: lambda-zip\n  environment: {A: '1'}\nenvironments: [{name: dev}]\n")
+    (repo / "requirements.txt").write_text("requests==2.31.0\n")
+    (repo / "app.py").write_text("x = 1\n")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "v1")
+    base = _git(repo, "rev-parse", "HEAD")
+    (repo / "requirements.txt").write_text("requests==2.32.3\n")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "bump requests")
+    (repo / "slipway.yaml").write_text("app: a\nartifact:\n  type: lambda-zip\n  environment: {A: '2', B: '1'}\nenvironments: [{name: dev}]\n")
+    (repo / "app.py").write_text("x = 2\n")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "use B")
+    new = _git(repo, "rev-parse", "HEAD")
+    diff = compute_diff(repo, environment="dev", new_commit=new, baseline_release="r1", baseline_commit=base, baseline_size=1000, new_size=1500)
+    assert [c.split(" ", 1)[1] for c in diff.commits] == ["use B", "bump requests"]
+    assert diff.files == ["M app.py", "M requirements.txt", "M slipway.yaml"]
+    assert "-requests==2.31.0" in diff.dependencies and "+requests==2.32.3" in diff.dependencies
+    assert diff.env_keys == {"added": ["B"], "removed": [], "changed": ["A"]}
+    lines = "\n".join(diff.lines())
+    assert "artifact size: 1,000 → 1,500 bytes (+500, +50.0%)" in lines and "'2'" not in lines
+    gone = compute_diff(repo, environment="dev", new_commit=new, baseline_release="r0", baseline_commit="0" * 40)
+    assert "not in the repository's history" in gone.note
