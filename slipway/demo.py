@@ -187,6 +187,16 @@ def demo_container(workdir: Path) -> tuple[list[str], list[str]]:
     return problems, lines
 
 
+def demo_diagnose() -> list[str]:
+    print("\n=== 4. why did hello's v2 fail? `slipway diagnose` on the failed release ===", flush=True)
+    proc = _slipway("diagnose", "hello", "--env", "dev", check=False)
+    problems = []
+    for expected in ("cause:       CONFIGURATION", "environment variable GREETING", "commits (1):", "M src/app.py"):
+        if expected not in proc.stdout:
+            problems.append(f"diagnose: {expected!r} not in its report")
+    return problems
+
+
 def main() -> int:
     os.environ.setdefault("SLIPWAY_HOME", str(slipway_home()))
     _slipway("local", "up")
@@ -204,6 +214,8 @@ def main() -> int:
         more_problems, more_lines = demo_container(workdir)
         problems += more_problems
         lines += more_lines
+
+    problems += demo_diagnose()
 
     print("\n=== demo outcome ===")
     print("\n".join(lines))

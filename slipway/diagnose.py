@@ -162,7 +162,7 @@ class Diagnosis(_Model):
             f"  error:       {self.error}",
             f"  cause:       {self.title.upper()}",
         ]
-        out += [f"    because {r}" for r in self.reasoning]
+        out += [f"  {'reasoning:' if i == 0 else '':<12} {r}" for i, r in enumerate(self.reasoning)]
         if self.evidence:
             out.append("  evidence:")
             out += [f"    {line}" for line in self.evidence]
@@ -225,6 +225,20 @@ def _response_error(check: dict) -> tuple[str | None, str]:
     if isinstance(response, dict) and ("errorType" in response or "errorMessage" in response):
         return response.get("errorType"), str(response.get("errorMessage", ""))
     return None, str(check.get("detail", ""))
+
+
+def _response_line(response: Any) -> str:
+    """A Lambda error response on one line: type, message and the innermost frame (file:line, code), no request id."""
+    if isinstance(response, dict) and ("errorType" in response or "errorMessage" in response):
+        text = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', '')}"
+        frames = response.get("stackTrace") or []
+        last = str(frames[-1]) if frames else ""
+        match = re.search(r'File "([^"]+)", line (\d+), in (\S+)\s*(.*)', " ".join(last.split()))
+        if match:
+            path, line, func, code = match.groups()
+            text += f" at {path.rsplit('/', 1)[-1]}:{line} in {func}" + (f": {code.strip()}" if code.strip() else "")
+        return _short(text)
+    return _short(response)
 
 
 def _aws_code(error: dict) -> str | None:
@@ -311,6 +325,13 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
     if code in SIZE_CODES or ref == "artifact-too-large":
         evidence.append(message)
         return "too-large-or-slow", [f"AWS refused the artifact's size ({code or ref})"], "publish version", evidence
+    if ref == "health-check-failed":
+        last = evidence_data.get("last")
+        evidence += [message] + ([f"last health response: {_short(last)}"] if last else [])
+        return "code-defect", [
+            f"the new container started{env_note} but its health endpoint never answered 200 (last: {last or 'no answer'})",
+            "the image was built and pulled by digest, so the cause is the service's code or its start-up",
+        ], "health check", evidence
     if ref in ("lambda-update-timeout", "health-check-timeout", "ecs-rollout-timeout") or ("did not finish in time" in message):
         evidence.append(message)
         return "too-large-or-slow", [f"the target did not finish deploying the new version in time{env_note}"], "deploy", evidence
@@ -357,7 +378,7 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         for c in failed[:3]:
             evidence.append(f"smoke check {c.get('name')!r}: {c.get('detail')}")
             if c.get("response") is not None:
-                evidence.append(f"  response: {_short(c.get('response'))}")
+                evidence.append(f"  response: {_response_line(c.get('response'))}")
         if not failed:
             evidence.append(message)
         kinds = [_response_error(c) for c in failed]

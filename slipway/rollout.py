@@ -78,6 +78,8 @@ def publish(ctx: EnvContext, artifact: ArtifactRef) -> DeployResult:
 def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) -> int:
     """Record ``deploy-started`` (the durable "in progress" mark) and return its sequence number."""
     head = ctx.head()
+    if ctx.flags:  # shown in `slipway history`: which flag versions this deploy delivered
+        message += "; flags " + ", ".join(f"{n}={d['value']} (v{d['version']})" for n, d in sorted(ctx.flags.items()))
     entry, _ = ctx.ledger.record(
         ctx.app, ctx.environment, "deploy-started", release_id=artifact.release_id, version=version,
         artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id, message=message,

@@ -122,6 +122,11 @@ def test_a_missing_environment_variable_is_configuration_with_the_diff_against_t
     # the flag reached the function as configuration and the ledger recorded it
     conf = _aws(prefect_api, "lambda").get_function_configuration(FunctionName=f"{repo.app}-dev", Qualifier="live")
     assert conf["Environment"]["Variables"]["SLIPWAY_FLAG_NEW_GREETING"] == "on"
+    from tasks.release_tasks import open_store
+
+    started = [e for e in open_store("default")[1].history(repo.app, "dev") if e.kind == "deploy-started"]
+    assert started[0].detail["flags"] == {"NEW_GREETING": {"version": 1, "value": "on"}}
+    assert started[0].message.endswith("; flags NEW_GREETING=on (v1)")  # what `slipway history` shows
 
     set_flag(ssm, repo.app, "dev", "NEW_GREETING", "off", actor="test")
     spec = (repo.path / "slipway.yaml").read_text().replace("  runtime: python3.11\n", "  runtime: python3.11\n  environment:\n    LOG_LEVEL: debug\n")

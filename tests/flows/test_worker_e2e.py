@@ -28,7 +28,7 @@ def worker(prefect_api, tmp_path_factory):
     env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"], "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
     out = deploy_all(env)
-    assert "release/release" in out and "rollback/rollback" in out and "promote/promote" in out and "verify/verify" in out
+    assert "release/release" in out and "rollback/rollback" in out and "promote/promote" in out and "verify/verify" in out and "diagnose/diagnose" in out
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "slipway"], env=env, stdout=fh, stderr=subprocess.STDOUT,

@@ -51,6 +51,8 @@ def smoke(response: dict | None, detail: str = "FunctionError Unhandled") -> dic
                                                                                       "metrics": []}}), "configuration"),
     (record("canary", ref="alarm-fired", evidence={"percent": 10, "alarms": {"newly_alarming": [{"name": "p99", "was": "OK", "now": "ALARM"}]}}),
      "code-defect"),
+    (record("deploy", ref="health-check-failed", message="http://127.0.0.1:20003/health not healthy after 20s (last: HTTP 503)",
+            evidence={"url": "http://127.0.0.1:20003/health", "last": "HTTP 503"}), "code-defect"),
     (record("deploy", ref="drift", message="live state changed outside Slipway", evidence={"drift": {"serving": "7"}}), "drift"),
     (record("preflight", ref="role-missing", evidence={"checks": [{"name": "dev: target", "passed": False, "detail": "role", "ref": "role-missing"}]}),
      "configuration"),
@@ -116,3 +118,12 @@ def test_the_diff_of_a_two_release_history(tmp_path):
     assert "artifact size: 1,000 → 1,500 bytes (+500, +50.0%)" in lines and "'2'" not in lines
     gone = compute_diff(repo, environment="dev", new_commit=new, baseline_release="r0", baseline_commit="0" * 40)
     assert "not in the repository's history" in gone.note
+
+
+def test_a_lambda_error_response_is_one_line_with_its_innermost_frame():
+    response = {"errorType": "KeyError", "errorMessage": "'GREETING'", "requestId": "r-1",
+                "stackTrace": ['  File "/var/task/lib.py", line 3, in helper\n    x = 1\n',
+                               '  File "/tmp/code/abc/app.py", line 15, in handler\n    greeting = os.environ["GREETING"]\n']}
+    d = diagnose(record("verify", evidence=smoke(response)))
+    assert d.evidence[1] == """  response: KeyError: 'GREETING' at app.py:15 in handler: greeting = os.environ["GREETING"]"""
+    assert "r-1" not in "\n".join(d.evidence)
