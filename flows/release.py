@@ -275,8 +275,12 @@ def _deploy_environment(ctx_args: dict, env, artifact: ArtifactRef, action: str,
     # Decided here, under the lock, not from the plan: a run killed while this one waited (for approval or the lock)
     # leaves an in-progress record only now visible. With nothing in progress this reads the head and does nothing.
     t.reconcile_environment(ctx_args)
+    flags = t.read_env_flags(store_block, app, environment)
+    if action == "verify-live" and flags != (t.live_release_flags(store_block, app, environment) or {}):
+        logger.info("%s: feature flags changed since the live version was deployed: deploying the same artifact with them", environment)
+        action = "deploy"  # a new version of the same code with the new flags, verified (or canaried) like any deploy
     if action != "verify-live":  # delivered with the new version (a re-verify keeps what the live version has)
-        ctx_args["flags"] = t.read_env_flags(store_block, app, environment)
+        ctx_args["flags"] = flags
     snapshot = t.snapshot_alarms(ctx_args, env.alarms) if env.alarms and action != "verify-live" else None
     strategy = env.progressive
     if action == "verify-live":

@@ -213,6 +213,19 @@ def fingerprint_env_vars(fingerprint: dict) -> dict[str, str]:
     return flag_env_vars({n: FlagValue(name=n, value=d["value"], version=d["version"]) for n, d in fingerprint.items()})
 
 
+@task(name="live-flags", **TRANSIENT_RETRIES)
+def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None:
+    """The flags the live version was deployed with ({} when none were recorded; None when nothing is live)."""
+    _, ledger = open_store(store_block)
+    head = ledger.head(app, env_name)
+    if head.live is None:
+        return None
+    for entry in ledger.history(app, env_name):
+        if entry.kind == "deploy-started" and entry.release_id == head.live.release_id and entry.version == head.live.version:
+            return entry.detail.get("flags") or {}
+    return {}
+
+
 @task(name="read-flags", **TRANSIENT_RETRIES)
 def read_env_flags(store_block: str, app: str, env_name: str) -> dict:
     """The environment's feature flags now (SSM, in the artifact store's account): {name: {version, value}}."""

@@ -229,3 +229,22 @@ def test_the_release_report_links_the_diagnosis(prefect_api, app_repo):
     assert "## Diagnosis" in report and "**Cause: configuration**" in report and "/artifacts/key/diagnosis-" in report
     assert "Why release" in latest_artifact(f"diagnosis-{repo.app}")
     assert state.result(raise_on_failure=False).evidence["diagnosis"]["classification"] == "configuration"
+
+
+def test_a_flag_change_redeploys_the_same_artifact_and_an_unchanged_re_release_only_re_verifies(prefect_api, app_repo):
+    from slipway.flags import set_flag
+    from tasks.release_tasks import open_store
+
+    repo = app_repo()
+    lam = _aws(prefect_api, "lambda")
+    function = f"{repo.app}-dev"
+    assert _release(repo, "v1", only=["dev"]).is_completed()
+    set_flag(_aws(prefect_api, "ssm"), repo.app, "dev", "BETA", "on", actor="test")
+    assert _release(repo, "v1", only=["dev"]).is_completed()
+    live = lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"]
+    conf = lam.get_function_configuration(FunctionName=function, Qualifier=live)
+    assert live == "2" and conf["Environment"]["Variables"]["SLIPWAY_FLAG_BETA"] == "on"
+    assert _release(repo, "v1", only=["dev"]).is_completed()  # flags unchanged: re-verified, no new version
+    assert lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"] == "2"
+    kinds = [e.kind for e in open_store("default")[1].history(repo.app, "dev")]
+    assert kinds.count("deploy-started") == 3 and kinds.count("verified") == 3  # deploy, flag deploy, re-verify
