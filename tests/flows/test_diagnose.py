@@ -248,3 +248,22 @@ def test_a_flag_change_redeploys_the_same_artifact_and_an_unchanged_re_release_o
     assert lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"] == "2"
     kinds = [e.kind for e in open_store("default")[1].history(repo.app, "dev")]
     assert kinds.count("deploy-started") == 3 and kinds.count("verified") == 3  # deploy, flag deploy, re-verify
+
+
+def test_flags_through_the_cli(prefect_api):
+    from test_cli import slipway
+
+    app = f"flagcli-{uuid.uuid4().hex[:6]}"
+    env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
+    proc = slipway("flag", "set", app, "dev", "NEW_CHECKOUT", "on", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "flag NEW_CHECKOUT=on (version 1)" in proc.stdout and "SLIPWAY_FLAG_NEW_CHECKOUT" in proc.stdout
+    assert slipway("flag", "set", app, "dev", "NEW_CHECKOUT", "off", env=env).returncode == 0
+    listed = json.loads(slipway("flag", "list", app, "dev", "--json", env=env).stdout)
+    assert listed["NEW_CHECKOUT"]["value"] == "off" and listed["NEW_CHECKOUT"]["version"] == 2
+    history = json.loads(slipway("flag", "history", app, "dev", "NEW_CHECKOUT", "--json", env=env).stdout)
+    assert [(v["version"], v["value"]) for v in history] == [(1, "on"), (2, "off")]
+    bad = slipway("flag", "set", app, "dev", "new-checkout", "on", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert bad.returncode == 2 and "invalid flag name 'new-checkout'" in bad.stderr  # refused before Prefect or AWS
+    assert slipway("flag", "delete", app, "dev", "NEW_CHECKOUT", env=env).returncode == 0
+    assert "no flags" in slipway("flag", "list", app, "dev", env=env).stdout
