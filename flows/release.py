@@ -93,15 +93,17 @@ def _diagnose_failure(
         artifact, built = progress.get("artifact"), progress.get("built")
         release_id = artifact.release_id if artifact else (t.release_id_for(checkout.commit, built["sha256"]) if built else None)
         new_size = artifact.size if artifact and not artifact.image else (built or {}).get("size")
+        # the flags this release delivered (None: it failed before a deploy, so no flags went anywhere)
+        delivered = next(((e.get("detail") or {}).get("flags") for e in ledger_entries or []
+                          if e.get("kind") == "deploy-started" and "flags" in (e.get("detail") or {})), None)
         diff = None
         if diff_env and diff_env in heads:
             diff = td.release_diff(store_block, checkout, app, diff_env, progress.get("spec_path") or "slipway.yaml",
-                                   heads[diff_env].live, release_id, new_size)
+                                   heads[diff_env].live, new_size, delivered)
         env_keys: list[str] = []
         if spec is not None and diff_env:
             env_keys = sorted({**getattr(spec.artifact, "environment", {}), **spec.environment(diff_env).environment})
-            delivered = next(((e.get("detail") or {}).get("flags") for e in ledger_entries or [] if e.get("kind") == "deploy-started"), None)
-            env_keys += sorted(t.fingerprint_env_vars(delivered or {}))
+            env_keys += sorted(f"SLIPWAY_FLAG_{name.upper()}" for name in delivered or {})
         error = exc.to_dict() if isinstance(exc, SlipwayError) else {"stage": "deploy", "ref": type(exc).__name__, "message": str(exc)}
         try:
             from prefect.runtime import flow_run
@@ -251,6 +253,14 @@ def deploy_environment(
     checks = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=spec.target_type(env),
                     location=t.location_for(spec, environment), target_block=env.target, spec=spec, checks=checks)
+    if ctx_args["target_type"] == "lambda":  # flags are delivered as Lambda configuration (see README: Feature flags)
+        flags = t.read_env_flags(store_block, app, environment)
+        if action == "verify-live" and flags != (t.live_release_flags(store_block, app, environment) or {}):
+            get_run_logger().info("%s: feature flags changed since the live version was deployed: deploying the same artifact "
+                                  "with them", environment)
+            action = "deploy"  # a new version of the same code with the new flags, gated, verified (or canaried) like any deploy
+        if action != "verify-live":  # a re-verify keeps what the live version has
+            ctx_args["flags"] = flags
     if env.approval == "required" and action != "verify-live":
         _approval_gate(ctx_args, artifact, env)  # before the lock: a release waiting for a human blocks nobody
     with environment_lock(app, environment, lock_wait):
@@ -275,12 +285,6 @@ def _deploy_environment(ctx_args: dict, env, artifact: ArtifactRef, action: str,
     # Decided here, under the lock, not from the plan: a run killed while this one waited (for approval or the lock)
     # leaves an in-progress record only now visible. With nothing in progress this reads the head and does nothing.
     t.reconcile_environment(ctx_args)
-    flags = t.read_env_flags(store_block, app, environment)
-    if action == "verify-live" and flags != (t.live_release_flags(store_block, app, environment) or {}):
-        logger.info("%s: feature flags changed since the live version was deployed: deploying the same artifact with them", environment)
-        action = "deploy"  # a new version of the same code with the new flags, verified (or canaried) like any deploy
-    if action != "verify-live":  # delivered with the new version (a re-verify keeps what the live version has)
-        ctx_args["flags"] = flags
     snapshot = t.snapshot_alarms(ctx_args, env.alarms) if env.alarms and action != "verify-live" else None
     strategy = env.progressive
     if action == "verify-live":
@@ -504,7 +508,8 @@ def _release_checkout(
                     if head.live else "nothing")
             back = f"unchanged (still serving {live})"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "failed", back))
-        elif head.in_progress is None and head.live and head.live.release_id == artifact.release_id:
+        elif (head.in_progress is None and head.live and head.live.release_id == artifact.release_id
+              and not any(e["kind"] == "rolled-back" for e in recorded)):  # (a flag redeploy rolls back to the same release)
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "live", f"verified, then: {reason}"))
             continue
         elif head.in_progress is None:

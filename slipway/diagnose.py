@@ -49,7 +49,8 @@ PERMISSION_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperat
                     "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
                     "ExpiredTokenException", "KMSAccessDeniedException"}
 IMPORT_ERROR_TYPES = {"Runtime.ImportModuleError", "ModuleNotFoundError", "ImportError", "Runtime.HandlerNotFound",
-                      "Runtime.InvalidEntrypoint", "Runtime.ExitError", "Runtime.InvalidRuntime"}
+                      "Runtime.InvalidEntrypoint", "Runtime.InvalidRuntime"}
+URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 MAX_DIFF_LINES = 60
 
@@ -269,12 +270,13 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         failed = [c for c in (evidence_data.get("checks") or record.preflight) if not c.get("passed", True)]
         check = failed[0]["name"] if failed else None
         evidence += [f"preflight {c['name']}: {c['detail']}" for c in failed] or [message]
-        if ref in ("credentials-refused", "credentials-missing", "region-missing", "role-missing", "alarm-missing"):
+        if ref in ("aws-unreachable", "alarms-unavailable"):
+            return "network-or-aws", [f"preflight check {check!r} could not reach AWS ({ref})"], check, evidence
+        if ref in ("credentials-refused", "credentials-missing", "credentials-invalid", "region-missing", "role-missing", "alarm-missing") \
+                or (check or "").endswith((": credentials usable", ": target", ": alarms")):
             return "configuration", [
                 f"preflight check {check!r} found the environment's account unusable as configured ({ref}), before any deploy",
             ], check, evidence
-        if ref in ("aws-unreachable", "alarms-unavailable"):
-            return "network-or-aws", [f"preflight check {check!r} could not reach AWS ({ref})"], check, evidence
         if ref == "artifact-too-large" or any(c.get("ref") == "artifact-too-large" for c in failed):
             return "too-large-or-slow", [
                 "the built zip is over a size limit (AWS Lambda's or the spec's budget), found by preflight before anything was published",
@@ -284,6 +286,14 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
             "the repository's tests passed, so the code works where the tests ran; the artifact as packaged cannot run on the target "
             "(a module imported but not packaged, a handler that does not import, a wheel for another platform or Python)",
         ], check, evidence
+    if stage == "test" and ref != "tests-failed":  # the test environment could not be set up: nothing ran
+        tail = str(evidence_data.get("output_tail") or "").strip().splitlines()
+        evidence += [message] + [f"| {line}" for line in tail[-12:]]
+        if re.search(r"(timed out|Temporary failure in name resolution|Connection (refused|reset)|HTTP error 5\d\d|Max retries exceeded)",
+                     "\n".join(tail)):
+            return "network-or-aws", ["the test environment could not be installed: the package index could not be reached"], "tests", evidence
+        return "configuration", [f"the test environment could not be set up ({ref}): the test requirements or command as configured"], \
+            "tests", evidence
     if stage == "test":
         failed_tests = evidence_data.get("failed_tests") or []
         evidence += [f"failed test: {t}" for t in failed_tests[:10]]
@@ -389,6 +399,10 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
                     "the artifact as packaged is missing a module or does not match the runtime",
                 ], check, evidence
         for error_type, text in kinds:
+            if (error_type or "").startswith("Runtime.") and re.search(r"signal: killed|out of memory|OutOfMemory", text, re.I):
+                return "configuration", [
+                    "the function was killed for running out of memory: raise artifact.memory (or find what grew)",
+                ], check, evidence
             if error_type == "KeyError":
                 name = text.strip("'\"")
                 if ENV_NAME.match(name) and name not in record.env_keys:
@@ -400,11 +414,13 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
                         "the code expects configuration the environment does not give it: set it in slipway.yaml (artifact.environment or the "
                         "environment's environment:) or make the code default it",
                     ], check, evidence
+            if error_type is None and text.startswith("AWS refused the credentials"):
+                return "configuration", ["Slipway's own credentials could not invoke the function (the target block's IAM)"], check, evidence
             if error_type in PERMISSION_CODES or re.search(r"AccessDenied|not authorized to perform", text):
                 return "configuration", [
                     "the function was denied an AWS call by its execution role (IAM), not by a bug in its logic",
                 ], check, evidence
-        details = " ".join(c.get("detail", "") for c in failed)
+        details = " ".join(c.get("detail", "") for c in failed if c.get("response") is None)  # no answer from the function
         if re.search(r"could not reach AWS|Throttl|TooManyRequests|ServiceException|\b50[234]\b", details):
             return "network-or-aws", ["the smoke checks could not reach the function (AWS or network), not a wrong answer"], check, evidence
         return "code-defect", [
@@ -431,8 +447,9 @@ def next_action(record: FailureRecord, classification: Classification) -> str:
         "network-or-aws": "re-run the release: the failure looks transient; if it repeats, check the endpoint, AWS Health and service quotas",
         "too-large-or-slow": "trim the artifact (the largest entries are listed above) or raise the budget; for a slow deploy, re-run and "
                              "check the target's update status",
-        "drift": f"put {app}/{env} back on its verified release with `prefect deployment run verify/verify -p heal=true` (or "
-                 f"`slipway rollback {app} {env}`), or make the outside change in slipway.yaml; then release again",
+        "drift": f"put {app}/{env} back on its verified release with `slipway rollback {app} {env} --to "
+                 f"{((record.error.get('evidence') or {}).get('drift') or {}).get('ledger_release') or 'RELEASE_ID'}`, or make the outside "
+                 "change part of a release (slipway.yaml, a commit); then release again",
         "unclassified": hint or "read the run's logs (link above)",
     }[classification]
     if record.outcome_status == "rolled-back" and classification != "network-or-aws":
@@ -477,6 +494,7 @@ def _show(repo: Path, commit: str, path: str) -> str | None:
 
 
 def _unified(old: str | None, new: str | None, name: str) -> list[str]:
+    old, new = (URL_CREDENTIALS.sub(r"\1***@", t) if t else t for t in (old, new))  # --index-url https://user:token@…
     lines = list(difflib.unified_diff((old or "").splitlines(), (new or "").splitlines(), f"a/{name}", f"b/{name}", n=1, lineterm=""))
     return lines[:MAX_DIFF_LINES] + ([f"… {len(lines) - MAX_DIFF_LINES} more lines"] if len(lines) > MAX_DIFF_LINES else [])
 
@@ -512,6 +530,10 @@ def redacted_spec(spec_text: str | None) -> str | None:
     for holder in holders:
         if isinstance(holder, dict) and isinstance(holder.get("environment"), dict):
             holder["environment"] = {k: "***" for k in holder["environment"]}
+    for check in ((data.get("verify") or {}).get("smoke") or []) if isinstance(data.get("verify"), dict) else []:
+        request = check.get("request") if isinstance(check, dict) else None
+        if isinstance(request, dict) and isinstance(request.get("headers"), dict):
+            request["headers"] = {k: "***" for k in request["headers"]}
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
@@ -532,7 +554,7 @@ def compute_diff(
     """The diff of the clone at ``new_commit`` against ``baseline_commit`` (the last verified release there)."""
     new_spec = _show(repo, new_commit, spec_path)
     new_env = spec_env_vars(new_spec, environment)
-    flags = flag_lines(baseline_flags or {}, new_flags or {}) if flag_lines else []
+    flags = flag_lines(baseline_flags or {}, new_flags or {}) if flag_lines else ["not compared: the release failed before any deploy"]
     common = dict(environment=environment, baseline_release=baseline_release, baseline_commit=baseline_commit, new_commit=new_commit,
                   artifact_size={"baseline": baseline_size, "new": new_size}, flags=flags)
     if not baseline_release or not baseline_commit:

@@ -409,7 +409,7 @@ def check_size(zip_path: Path, max_unzipped_bytes: int | None = None, *, aws_lim
         largest = largest_entries(zf)
     budget = max_unzipped_bytes is not None and max_unzipped_bytes < aws_limit_bytes
     limit = max_unzipped_bytes if budget else aws_limit_bytes
-    whose = (f"the spec's budget (max_unzipped_bytes; AWS allows {aws_limit_bytes:,})" if budget
+    whose = (f"the spec's budget (artifact.max_unzipped_mb; AWS allows {aws_limit_bytes:,})" if budget
              else "AWS Lambda's unzipped limit, function + layers")
     figures = (f"{_figure(zipped)} zipped, {_figure(unzipped)} unzipped, limit {_figure(limit)} ({whose}); largest: "
                + (", ".join(f"{name} {_figure(size)}" for name, size in largest) or "nothing"))
@@ -421,7 +421,7 @@ def check_size(zip_path: Path, max_unzipped_bytes: int | None = None, *, aws_lim
     fix = "trim the largest entries"
     if provided:
         fix += f" ({', '.join(provided)} {'is' if len(provided) == 1 else 'are'} provided by the Lambda runtime)"
-    fix += " or raise max_unzipped_bytes in the spec" if budget else " or deploy a container image (10 GB limit)"
+    fix += " or raise artifact.max_unzipped_mb in slipway.yaml" if budget else " or deploy a container image (10 GB limit)"
     return PreflightCheck("size limits", False, f"{unzipped - limit:,} bytes over: {figures}; {fix}",
                           ref=ARTIFACT_TOO_LARGE)
 

@@ -192,7 +192,9 @@ def roll_back(
     elif ip is not None:
         # a deploy (or a re-verification) that did not end verified: back to the live release, unless the
         # live release is the one that just failed, then to the one before it
-        target = head.live if head.live and head.live.release_id != ip.release_id else head.previous_verified()
+        # (a redeploy of the live release as a new version, e.g. with changed feature flags, goes back to its live version)
+        same_version = head.live is not None and head.live.release_id == ip.release_id and (ip.version in (None, head.live.version))
+        target = head.live if head.live and not same_version else head.previous_verified()
         if target is None and ip.from_version and ip.from_version != ip.version:
             restore_version = ip.from_version  # an alias Slipway did not create: put back what it served
         elif target is None and head.live and head.live.release_id == ip.release_id:

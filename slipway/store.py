@@ -62,9 +62,9 @@ class ArtifactStore:
         stamp = re.sub(r"[^0-9]", "", at)[:17]
         key = f"{self.diagnostics_prefix(app)}{stamp}-{(run_id or uuid.uuid4().hex)[:36]}.json"
         body = json.dumps(record, sort_keys=True, default=str).encode()
-        if not self._put_if_absent(key, body, "application/json"):
-            raise PublishError(f"a failure record already exists at s3://{self.bucket}/{key}", ref="record-exists")
-        return key
+        if not self._put_if_absent(key, body, "application/json") and self._get_json(key) != json.loads(body):
+            raise PublishError(f"another failure record already exists at s3://{self.bucket}/{key}", ref="record-exists")
+        return key  # written, or written by an earlier attempt of this same call
 
     def read_failure_record(self, key: str) -> dict | None:
         if not key.startswith(self.prefix + "diagnostics/"):

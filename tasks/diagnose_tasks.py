@@ -17,12 +17,11 @@ def _flag_lines(old: dict, new: dict) -> list[str]:
     return diff_flags(old, new)
 
 
-def _release_flags(ledger, app: str, env: str, release_id: str | None) -> dict:
-    """The flags a release was deployed with there (recorded in its ``deploy-started`` entry)."""
-    if not release_id:
-        return {}
+def _release_flags(ledger, app: str, env: str, release: LiveRelease) -> dict:
+    """The flags a verified version was deployed with there (recorded in its ``deploy-started`` entry)."""
     for entry in ledger.history(app, env, limit=500):
-        if entry.kind == "deploy-started" and entry.release_id == release_id and "flags" in entry.detail:
+        if (entry.kind == "deploy-started" and entry.release_id == release.release_id and entry.version == release.version
+                and "flags" in entry.detail):
             return entry.detail.get("flags") or {}
     return {}
 
@@ -30,7 +29,7 @@ def _release_flags(ledger, app: str, env: str, release_id: str | None) -> dict:
 @task(name="release-diff", cache_policy=NO_CACHE)
 def release_diff(
     store_block: str, checkout: Checkout, app: str, environment: str, spec_path: str, baseline: LiveRelease | None,
-    new_release_id: str | None, new_size: int | None, new_flags: dict | None = None,
+    new_size: int | None, new_flags: dict | None = None,
 ) -> ReleaseDiff | None:
     """Best effort: a diagnosis without a diff is still a diagnosis."""
     try:
@@ -39,13 +38,12 @@ def release_diff(
         if baseline is not None and baseline.artifact_sha256 and not baseline.image:
             manifest = store.read_manifest(app, baseline.artifact_sha256)
             baseline_size = manifest.artifact_size if manifest else None
-        if new_flags is None:
-            new_flags = _release_flags(ledger, app, environment, new_release_id)
-        baseline_flags = _release_flags(ledger, app, environment, baseline.release_id) if baseline else {}
+        baseline_flags = _release_flags(ledger, app, environment, baseline) if baseline else {}
         return compute_diff(
             checkout.path, environment=environment, new_commit=checkout.commit, spec_path=spec_path,
             baseline_release=baseline.release_id if baseline else None, baseline_commit=baseline.commit if baseline else None,
-            baseline_size=baseline_size, new_size=new_size, baseline_flags=baseline_flags, new_flags=new_flags, flag_lines=_flag_lines,
+            baseline_size=baseline_size, new_size=new_size, baseline_flags=baseline_flags, new_flags=new_flags,
+            flag_lines=_flag_lines if new_flags is not None else None,  # not deployed: no flags were delivered
         )
     except Exception as exc:  # noqa: BLE001 - never hide the release's own failure behind the diff's
         get_run_logger().warning("could not compute the diff against the last verified release of %s/%s: %s", app, environment, exc)
@@ -55,7 +53,7 @@ def release_diff(
 @task(name="record-failure", **TRANSIENT_RETRIES)
 def record_failure(store_block: str, record: FailureRecord) -> str:
     store, _ = open_store(store_block)
-    key = store.put_failure_record(record.app, record.at, record.run_id, record.model_dump(mode="json"))
+    key = store.put_failure_record(record.app, record.at, record.run_id, record.model_dump(mode="json"))  # idempotent on retry
     get_run_logger().info("failure record: s3://%s/%s", store.bucket, key)
     return key.removeprefix(store.prefix)
 

@@ -220,9 +220,10 @@ def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None
     head = ledger.head(app, env_name)
     if head.live is None:
         return None
-    for entry in ledger.history(app, env_name):
-        if entry.kind == "deploy-started" and entry.release_id == head.live.release_id and entry.version == head.live.version:
-            return entry.detail.get("flags") or {}
+    for entry in ledger.history(app, env_name, limit=200):  # re-verifications record no flags: skipped
+        if (entry.kind == "deploy-started" and entry.release_id == head.live.release_id and entry.version == head.live.version
+                and "flags" in entry.detail):
+            return entry.detail["flags"] or {}
     return {}
 
 
@@ -281,8 +282,10 @@ def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
 def ledger_since(store_block: str, app: str, env: str, seq: int) -> list[dict]:
     """What this release recorded in ``env`` (entries after ``seq``): kind, message, verdict."""
     _, ledger = open_store(store_block)
+    # the detail goes into failure records: without the target's coordinates, which hold container environment values
     return [{"kind": e.kind, "message": e.message, "verdict": e.detail.get("verdict"), "percent": e.detail.get("percent"),
-             "release_id": e.release_id, "version": e.version, "at": e.at, "detail": e.detail}
+             "release_id": e.release_id, "version": e.version, "at": e.at,
+             "detail": {k: v for k, v in e.detail.items() if k not in ("location", "environment")}}
             for e in ledger.entries_after(app, env, seq)]
 
 

@@ -198,7 +198,7 @@ def test_a_version_published_outside_slipway_is_drift_and_nothing_is_deployed_ov
     d = _diagnose(repo.app, "dev")
     assert d["classification"] == "drift" and d["error_ref"] == "drift"
     assert any(f"serves {by_hand}" in line for line in d["evidence"])
-    assert "heal=true" in d["next_action"]
+    assert d["next_action"].startswith(f"put {repo.app}/dev back on its verified release with `slipway rollback {repo.app} dev --to ")
 
 
 def test_the_cli_prints_the_diagnosis_and_json(prefect_api, app_repo):
@@ -267,3 +267,29 @@ def test_flags_through_the_cli(prefect_api):
     assert bad.returncode == 2 and "invalid flag name 'new-checkout'" in bad.stderr  # refused before Prefect or AWS
     assert slipway("flag", "delete", app, "dev", "NEW_CHECKOUT", env=env).returncode == 0
     assert "no flags" in slipway("flag", "list", app, "dev", env=env).stdout
+
+
+def test_a_failing_flag_redeploy_goes_back_to_the_live_version_and_the_diagnosis_names_the_flag(prefect_api, app_repo):
+    from slipway.flags import set_flag
+    from tasks.release_tasks import open_store
+
+    repo = app_repo()
+    lam = _aws(prefect_api, "lambda")
+    function = f"{repo.app}-dev"
+    # v1 and v2 verified; v2 breaks when the flag BROKEN is on (the flag reaches it as SLIPWAY_FLAG_BROKEN)
+    assert _release(repo, "v1", only=["dev"]).is_completed()
+    app = (repo.path / "src/app.py").read_text().replace("import json\n", "import json\nimport os\n", 1).replace(
+        'VERSION = "1"', 'VERSION = "2"').replace(
+        '    event = event or {}\n', '    event = event or {}\n    if os.environ.get("SLIPWAY_FLAG_BROKEN") == "on":\n        raise RuntimeError("flag path")\n')
+    repo.write("src/app.py", app).commit("v2 behind a flag", tag="v2")
+    assert _release(repo, "v2", only=["dev"]).is_completed()
+    live_before = lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"]
+    v2_release = open_store("default")[1].head(repo.app, "dev").live.release_id
+    set_flag(_aws(prefect_api, "ssm"), repo.app, "dev", "BROKEN", "on", actor="test")
+    assert _release(repo, "v2", only=["dev"]).is_failed()  # same commit, new flags: a new version, which fails
+    assert lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"] == live_before  # back on v2's version, not v1
+    head = open_store("default")[1].head(repo.app, "dev")
+    assert head.live.release_id == v2_release and head.live.version == live_before and v2_release not in head.rolled_away
+    d = _diagnose(repo.app, "dev")
+    assert d["diff"]["commits"] == [] and d["diff"]["flags"] == ["+ BROKEN=on (v1)"]
+    assert any("RuntimeError: flag path" in line for line in d["evidence"])

@@ -53,6 +53,16 @@ def smoke(response: dict | None, detail: str = "FunctionError Unhandled") -> dic
      "code-defect"),
     (record("deploy", ref="health-check-failed", message="http://127.0.0.1:20003/health not healthy after 20s (last: HTTP 503)",
             evidence={"url": "http://127.0.0.1:20003/health", "last": "HTTP 503"}), "code-defect"),
+    (record("verify", evidence=smoke({"statusCode": 503}, detail="$.statusCode: expected 200, got 503")), "code-defect"),  # the app's 503
+    (record("verify", evidence=smoke({"errorType": "Runtime.ExitError", "errorMessage": "RequestId: x Error: Runtime exited with error: signal: killed"})),
+     "configuration"),  # out of memory
+    (record("verify", evidence=smoke(None, detail="AWS refused the credentials to invoke hello-dev:live (AccessDeniedException)")),
+     "configuration"),
+    (record("test", ref="test-env-install-failed", message="could not install the test requirements",
+            evidence={"output_tail": "ERROR: Could not find a version\nConnection refused"}), "network-or-aws"),
+    (record("test", ref="test-requirements-missing", message="requirements-dev.txt not found"), "configuration"),
+    (record("preflight", ref="credentials-invalid", evidence={"checks": [{"name": "prod: target", "passed": False, "detail": "x",
+                                                                          "ref": "credentials-invalid"}]}), "configuration"),
     (record("deploy", ref="drift", message="live state changed outside Slipway", evidence={"drift": {"serving": "7"}}), "drift"),
     (record("preflight", ref="role-missing", evidence={"checks": [{"name": "dev: target", "passed": False, "detail": "role", "ref": "role-missing"}]}),
      "configuration"),

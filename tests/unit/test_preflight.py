@@ -197,7 +197,7 @@ def test_a_zip_within_the_budget_passes_with_the_figures(tmp_path):
     assert check.passed and check.ref is None
     assert check.detail == (
         f"{zipped:,} bytes ({zipped / 1024:.1f} KB) zipped, 13,146 bytes (12.8 KB) unzipped, limit 20,000 bytes (19.5 KB) "
-        "(the spec's budget (max_unzipped_bytes; AWS allows 262,144,000)); largest: numpy/ 10,000 bytes (9.8 KB), "
+        "(the spec's budget (artifact.max_unzipped_mb; AWS allows 262,144,000)); largest: numpy/ 10,000 bytes (9.8 KB), "
         "boto3/ 3,000 bytes (2.9 KB), app.py 100 bytes, small3.py 13 bytes, small2.py 12 bytes")
 
 
@@ -208,7 +208,7 @@ def test_a_zip_over_the_budget_fails_naming_the_biggest_entry(tmp_path):
     assert "13,146 bytes (12.8 KB) unzipped, limit 10,000 bytes (9.8 KB) (the spec's budget" in check.detail
     assert "largest: numpy/ 10,000 bytes (9.8 KB)," in check.detail
     assert check.detail.endswith("; trim the largest entries (boto3/ is provided by the Lambda runtime) "
-                                 "or raise max_unzipped_bytes in the spec")
+                                 "or raise artifact.max_unzipped_mb in slipway.yaml")
 
 
 def test_over_aws_unzipped_limit_fails_even_without_a_budget(tmp_path):
