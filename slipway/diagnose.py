@@ -232,9 +232,12 @@ def _response_line(response: Any) -> str:
     """A Lambda error response on one line: type, message and the innermost frame (file:line, code), no request id."""
     if isinstance(response, dict) and ("errorType" in response or "errorMessage" in response):
         text = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', '')}"
-        frames = response.get("stackTrace") or []
-        last = str(frames[-1]) if frames else ""
-        match = re.search(r'File "([^"]+)", line (\d+), in (\S+)\s*(.*)', " ".join(last.split()))
+        match = None
+        for frame in reversed(response.get("stackTrace") or []):  # the innermost frame of the app's own code
+            found = re.search(r'File "([^"]+)", line (\d+), in (\S+)\s*(.*)', " ".join(str(frame).split()))
+            if found and not found.group(1).startswith("<") and "/lib/python3" not in found.group(1):
+                match = found
+                break
         if match:
             path, line, func, code = match.groups()
             text += f" at {path.rsplit('/', 1)[-1]}:{line} in {func}" + (f": {code.strip()}" if code.strip() else "")
