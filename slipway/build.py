@@ -247,7 +247,13 @@ def _collect(root: Path, *, is_deps: bool, skip: Path | None = None) -> dict[str
         for entry in entries:
             arc = prefix + entry.name
             path = Path(entry.path)
-            is_dir = entry.is_dir()  # follows symlinks
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:  # ELOOP: a link to itself, or links pointing at each other
+                raise BuildError(
+                    "symlink loop in the source directory", target=f"{arc} -> {os.readlink(path)}",
+                    hint="remove the link that points at itself or at another link to it", ref="symlink-loop",
+                ) from None
             if _excluded(entry.name, prefix.rstrip("/"), is_dir, is_deps and not prefix):
                 continue
             if entry.is_symlink():

@@ -297,9 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """App and environment names become S3 keys and resource names: refused here, before Prefect or AWS is reached."""
+    from slipway.spec import NAME_RE
+
+    for field in ("app", "env"):
+        value = getattr(args, field, None)
+        if value is not None and not NAME_RE.fullmatch(value):
+            shown = value if len(value) <= 60 and value.isprintable() else repr(value[:60]) + "…"
+            raise CliError(f"invalid {'app' if field == 'app' else 'environment'} name {shown!r}: use the name from slipway.yaml "
+                           "(lowercase letters, digits and dashes)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        _check_names(args)
         return int(args.func(args) or 0)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

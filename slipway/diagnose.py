@@ -325,9 +325,16 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         evidence.append(message)
         if ref == "unknown-ref":
             return "configuration", ["the ref asked for does not exist in the repository"], "clone", evidence
+        if ref == "not-a-repository":
+            return "configuration", ["the repository URL names a directory that is not a git repository"], "clone", evidence
         return "network-or-aws", ["the repository could not be reached (network, host or credentials)"], "clone", evidence
 
     # -- the environment -------------------------------------------------------------------------------------
+    if ref == "artifact-tampered":
+        evidence.append(message)
+        return "drift", [
+            "the artifact in the store no longer hashes to the digest it was published under: it was replaced outside Slipway",
+        ], "artifact digest", evidence
     if ref == "drift":
         drift = evidence_data.get("drift") or {}
         evidence += [f"{k}: {v}" for k, v in drift.items()] or [message]
@@ -441,6 +448,8 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
 def next_action(record: FailureRecord, classification: Classification) -> str:
     app, env = record.app, record.environment
     hint = record.error.get("hint")
+    if record.error.get("ref") == "artifact-tampered":
+        return hint or "delete the tampered object and release again"
     if record.outcome_status == "rollback-failed":
         return f"roll back by hand first: `slipway rollback {app} {env}` (the automatic rollback did not complete), then fix the cause"
     fix = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ from slipway.errors import CloneError, InputError
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>[^:/][^:]*)$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _ALLOWED_SCHEMES = {"https", "ssh", "file"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_REF_LENGTH = 255
+# what git appends to every failed fetch; the line before it says what went wrong
+_GIT_BOILERPLATE = {"fatal: Could not read from remote repository.", "Please make sure you have the correct access rights",
+                    "and the repository exists."}
 
 
 @dataclass(frozen=True)
@@ -46,32 +52,44 @@ def validate_repo_url(raw: str) -> RepoUrl:
         raise InputError("empty repository URL", hint=hint, ref="hostile-repo-url")
     if url.startswith("-"):
         raise InputError(f"refused repository URL {url!r}: it looks like a command-line option", hint=hint, ref="hostile-repo-url")
-    if any(ch in url for ch in "\n\r\0"):
+    if _CONTROL.search(url):
         raise InputError("refused repository URL: it contains control characters", hint=hint, ref="hostile-repo-url")
     if "::" in url.split("/", 1)[0] or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
         transport = url.split("::", 1)[0]
         raise InputError(f"refused repository URL {url!r}: git transport {transport!r}:: runs commands", hint=hint, ref="hostile-repo-url")
     scheme_match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    if not scheme_match and re.match(r"^[^/@]*:[^/@]*@", url):  # user:token@host:path
+        raise InputError(
+            "refused repository URL: it has credentials inside it",
+            hint="remove them from the URL and store the token in a Secret block (git_token_block)",
+            ref="credentials-in-url",
+        )
     if scheme_match:
         scheme = scheme_match.group(1).lower()
+        parts = urlsplit(url)
+        if parts.password or (parts.username and scheme != "ssh"):  # before any message that shows the URL
+            raise InputError(
+                "refused repository URL: it has credentials inside it",
+                hint="remove them from the URL and store the token in a Secret block (git_token_block)",
+                ref="credentials-in-url",
+            )
         if scheme not in _ALLOWED_SCHEMES:
             raise InputError(f"refused repository URL {url!r}: scheme {scheme}:// is not allowed", hint=hint, ref="hostile-repo-url")
-        parts = urlsplit(url)
         if scheme in ("https", "ssh") and (parts.query or parts.fragment):
             raise InputError(
                 "refused repository URL: it has a query string or fragment (tokens do not belong in URLs)",
                 hint="remove it; store a token in a Secret block (--git-token-block)",
                 ref="credentials-in-url",
             )
-        if parts.password or (parts.username and scheme == "https"):
-            raise InputError(
-                "refused repository URL: it has credentials inside it",
-                hint="remove them from the URL and store the token in a Secret block (git_token_block)",
-                ref="credentials-in-url",
-            )
         if scheme in ("https", "ssh") and not parts.hostname:
             raise InputError(f"refused repository URL {url!r}: no host", hint=hint, ref="hostile-repo-url")
+        if parts.netloc.startswith("-") or (parts.hostname or "").startswith("-"):
+            raise InputError(f"refused repository URL {url!r}: its host looks like a command-line option", hint=hint, ref="hostile-repo-url")
         if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise InputError(f"refused repository URL {url!r}: a file:// URL takes no host", hint="write file:///absolute/path", ref="hostile-repo-url")
+            if not parts.path or parts.query or parts.fragment:
+                raise InputError(f"refused repository URL {url!r}: a file:// URL takes a path only", hint="write file:///absolute/path", ref="hostile-repo-url")
             local = Path(parts.path)
             if not local.exists():
                 raise InputError(f"repository not found: {parts.path} does not exist", hint="check the path", ref="repo-not-found")
@@ -79,8 +97,8 @@ def validate_repo_url(raw: str) -> RepoUrl:
         return RepoUrl(url, scheme)
     scp = _SCP_LIKE.match(url)
     if scp and not Path(url).exists():
-        if scp.group("path").startswith("-"):
-            raise InputError(f"refused repository URL {url!r}: path looks like an option", hint=hint, ref="hostile-repo-url")
+        if scp.group("path").startswith("-") or scp.group("host").startswith("-"):
+            raise InputError(f"refused repository URL {url!r}: host or path looks like an option", hint=hint, ref="hostile-repo-url")
         return RepoUrl(url, "ssh")
     if ":" in url and not Path(url).exists():
         raise InputError(f"refused repository URL {url!r}: unrecognised form", hint=hint, ref="hostile-repo-url")
@@ -96,7 +114,10 @@ def validate_ref(ref: str) -> str:
     hint = "pass a branch, tag or commit SHA"
     if not ref:
         raise InputError("empty ref", hint=hint, ref="invalid-ref")
-    if ref.startswith("-") or any(c in ref for c in " ~^:?*[\\\0\n") or ".." in ref or ref.endswith((".lock", "/", ".")):
+    if len(ref) > MAX_REF_LENGTH:
+        raise InputError(f"refused ref {ref[:40]!r}...: longer than {MAX_REF_LENGTH} characters", hint=hint, ref="invalid-ref")
+    if (ref.startswith("-") or any(c in ref for c in " ~^:?*[\\") or _CONTROL.search(ref) or ".." in ref or "@{" in ref
+            or ref.endswith((".lock", "/", "."))):
         raise InputError(f"refused ref {ref!r}: not a valid git ref name", hint=hint, ref="invalid-ref")
     return ref
 
@@ -162,16 +183,39 @@ def clone_at_ref(
 ) -> Checkout:
     """Clone ``repo_url`` into a new directory under ``dest_parent`` and check out ``ref`` detached.
 
-    Returns the pinned commit. Raises InputError for a refused URL/ref, CloneError for an unreachable
-    repository or an unknown ref.
+    Returns the pinned commit. Raises InputError for a refused URL/ref, CloneError for a local directory that
+    is not a repository, an unreachable repository or an unknown ref; a failed clone leaves no directory behind.
     """
-    import git  # GitPython; imported here to keep `slipway` import light
-
     url = validate_repo_url(repo_url)
     ref = validate_ref(ref)
+    local = Path(urlsplit(url.url).path if url.kind == "file" else url.url)
+    if url.kind in ("file", "local") and local.is_dir() and not _is_git_repository(local):
+        raise CloneError(
+            f"could not clone {url.display}",
+            hint=f"{local} is not a git repository (no .git, not a bare repository); check the path",
+            ref="not-a-repository",
+        )
+    created_parent = dest_parent is None
     dest_parent = Path(dest_parent or tempfile.mkdtemp(prefix="slipway-clone-"))
     dest_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="checkout-", dir=dest_parent))
+    try:
+        return _clone_into(work, url, ref, token, username)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a failed clone leaves nothing behind
+        if created_parent:
+            shutil.rmtree(dest_parent, ignore_errors=True)
+        raise
+
+
+def _is_git_repository(path: Path) -> bool:
+    """What ``git clone`` takes from a local directory: a work tree (``.git``) or a bare repository."""
+    return (path / ".git").exists() or all((path / name).exists() for name in ("HEAD", "objects", "refs"))
+
+
+def _clone_into(work: Path, url: RepoUrl, ref: str, token: SecretStr | None, username: str | None) -> Checkout:
+    import git  # GitPython; imported here to keep `slipway` import light
+
     repo_dir = work / "repo"
     env = _git_env(work, token, username, urlsplit(url.url).hostname if url.kind == "https" else None)
     cmd = git.Git(str(work))
@@ -182,7 +226,8 @@ def clone_at_ref(
         cmd.execute(["git", *safety, "clone", "--quiet", "--no-checkout", "--", url.url, str(repo_dir)], env=env)
     except git.GitCommandError as exc:
         stderr = _scrub(str(exc.stderr or "").strip(), token)
-        last = stderr.splitlines()[-1] if stderr else f"git exited {exc.status}"
+        lines = [line for line in stderr.splitlines() if line.strip(" '").removeprefix("stderr: '") not in _GIT_BOILERPLATE | {""}]
+        last = lines[-1] if lines else f"git exited {exc.status}"
         raise CloneError(
             f"could not clone {url.display}",
             hint=f"{last.removeprefix('stderr: ').strip(chr(39) + ' ')}; check the URL and credentials",
@@ -209,8 +254,6 @@ def clone_at_ref(
 
 def discard_checkout(checkout: Checkout) -> None:
     """Remove the clone (and its askpass helper); the temporary parent too when nothing else is in it."""
-    import shutil
-
     work = checkout.path.parent
     shutil.rmtree(work, ignore_errors=True)
     if work.parent.name.startswith("slipway-clone-"):

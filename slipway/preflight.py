@@ -431,12 +431,14 @@ def lambda_zip_checks(
     runtime: str = "python3.11", architecture: str = "x86_64", max_unzipped_bytes: int | None = None,
 ) -> list[PreflightCheck]:
     # static checks first: a foreign binary also breaks the handler import, and the platform check names the cause
-    return [
+    checks = [
         check_imports(zip_path, source_files, requirements),
         check_platform(zip_path, runtime, architecture),
         check_size(zip_path, max_unzipped_bytes),
-        check_handler_imports(zip_path, handler),
     ]
+    if not checks[-1].passed:  # never extract (and import) a zip over its size limit
+        return checks + [PreflightCheck("handler imports", False, "not tried: the zip is over its size limit", ref=ARTIFACT_TOO_LARGE)]
+    return checks + [check_handler_imports(zip_path, handler)]
 
 
 def raise_for_failures(checks: list[PreflightCheck], hint: str = "nothing was published or deployed; fix the app and release again") -> None:

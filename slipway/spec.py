@@ -22,6 +22,7 @@ from slipway.errors import SpecError
 
 SPEC_FILE = "slipway.yaml"
 MAX_SPEC_BYTES = 256 * 1024
+MAX_SPEC_DEPTH = 32  # a spec nests a few levels; smoke events and traffic payloads a few more
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 SUPPORTED_RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
 
@@ -53,6 +54,8 @@ EnvVars = Annotated[dict[str, str], AfterValidator(_env_vars)]
 
 
 def _relative_path(value: str, field: str) -> str:
+    if not value.isprintable():
+        raise ValueError(f"{value!r} must be a path without control characters")
     path = Path(value)
     if path.is_absolute() or ".." in path.parts:
         raise ValueError(f"{value!r} must be a path inside the repository (no leading / and no ..)")
@@ -174,6 +177,13 @@ class SmokeCheck(_Strict):
     event: Any = None
     request: HttpRequest | None = None
     expect: dict[str, Any] = Field(default_factory=dict, description="Lambda: subset match on the returned JSON; HTTP: status, body_contains")
+
+    @field_validator("name")
+    @classmethod
+    def name_is_printable(cls, value: str) -> str:
+        if not value.isprintable():  # the name goes into log lines and the ledger: a newline would forge a line
+            raise ValueError(f"{value!r} must be printable (no newlines or other control characters)")
+        return value
 
 
 class VerifyConfig(_Strict):
@@ -332,8 +342,8 @@ class Environment(_Strict):
     @classmethod
     def alarm_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not name or len(name) > 255:
-                raise ValueError(f"{name!r} is not a CloudWatch alarm name (1-255 characters)")
+            if not name or len(name) > 255 or not name.isprintable():
+                raise ValueError(f"{name!r} is not a CloudWatch alarm name (1-255 printable characters)")
         if len(set(value)) != len(value):
             raise ValueError("alarm names must be unique")
         return value
@@ -343,6 +353,20 @@ class Environment(_Strict):
     def name_is_a_slug(cls, value: str) -> str:
         if not NAME_RE.fullmatch(value):
             raise ValueError(f"{value!r} must be lowercase letters, digits and dashes (at most 40)")
+        return value
+
+    @field_validator("function_name")
+    @classmethod
+    def function_name_is_a_plain_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError(f"{value!r} is not a Lambda function name; use letters, digits, - and _ (at most 64), not an ARN or name:qualifier")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def target_is_a_block_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9-]{1,100}", value):
+            raise ValueError(f"{value!r} is not a block name; Prefect block names are lowercase letters, digits and dashes")
         return value
 
     @field_validator("alias")
@@ -456,8 +480,14 @@ def _loc(loc: tuple) -> str:
         elif part in ("lambda-zip", "docker-image"):  # discriminator tags add no information
             continue
         else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
+            part = str(part) if str(part).isprintable() else repr(part)  # a key is the author's text: no newlines in our line
+            out += f".{part}" if out else part
+    return _clip(out) or "(top level)"
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """A hostile value can be 256 KB long: keep the start of the message and its fix, which comes last."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"
 
 
 def _known_keys(data: Any, loc: tuple) -> list[str]:
@@ -506,15 +536,53 @@ def _format_error(err: dict, source: str, data: Any) -> str:
         return f"{source}: {where}.type: unsupported artifact type; use type: lambda-zip or type: docker-image"
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
-    return f"{source}: {where}: {msg}"
+    return f"{source}: {where}: {_clip(msg)}"
+
+
+class _RefusedYaml(yaml.YAMLError):
+    def __init__(self, problem: str, mark, hint: str) -> None:
+        super().__init__(problem)
+        self.problem, self.mark, self.hint = problem, mark, hint
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` minus what a spec never needs and a hostile document relies on: aliases (the billion-laughs
+    bomb expands a few lines into gigabytes once dumped) and deep nesting (the composer recurses per level)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _RefusedYaml("YAML aliases (*name) are not allowed", self.peek_event().start_mark,
+                               "write the value out in full where it is used")
+        self._depth += 1
+        try:
+            if self._depth > MAX_SPEC_DEPTH:
+                raise _RefusedYaml(f"nested deeper than {MAX_SPEC_DEPTH} levels", self.peek_event().start_mark,
+                                   "a spec is a shallow document; flatten the value")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_large(source: str) -> SpecError:
+    return SpecError(f"{source} is larger than {MAX_SPEC_BYTES // 1024} KB", hint="a spec is a short file; check the path", ref="spec-too-large")
 
 
 def parse_spec(text: str, source: str = SPEC_FILE) -> Spec:
     """Parse and validate spec text. Raises SpecError with one line naming the field and the fix."""
     if len(text.encode()) > MAX_SPEC_BYTES:
-        raise SpecError(f"{source} is larger than {MAX_SPEC_BYTES // 1024} KB", hint="a spec is a short file; check the path")
+        raise _too_large(source)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SpecLoader)
+    except _RefusedYaml as exc:
+        where = f" at line {exc.mark.line + 1}, column {exc.mark.column + 1}" if exc.mark else ""
+        raise SpecError(f"{source}: {exc.problem}{where}", hint=exc.hint, ref="spec-yaml-refused") from None
+    except ValueError as exc:  # PyYAML builds ints and dates with int()/date(): 5000 digits, month 13
+        raise SpecError(f"{source}: not valid YAML: {str(exc).split(':', 1)[0]}", hint="fix the value, or quote it to make it a string",
+                        ref="spec-not-yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -537,7 +605,7 @@ def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
         _relative_path(rel, "spec")
     except ValueError as exc:
         raise SpecError(f"spec path {rel!r} is outside the repository", hint="pass a path relative to the repo root") from None
-    path = repo_dir / rel
+    path = _inside_repo(repo_dir, rel, "spec path")
     if not path.is_file():
         raise SpecError(
             f"no {rel} in the repository",
@@ -545,15 +613,29 @@ def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
             hint="add slipway.yaml at the repo root or pass --spec PATH",
             ref="spec-missing",
         )
+    if path.stat().st_size > MAX_SPEC_BYTES:  # before reading it
+        raise _too_large(rel)
     return parse_spec(path.read_text(encoding="utf-8", errors="replace"), rel)
+
+
+def _inside_repo(repo_dir: Path, rel: str, what: str) -> Path:
+    """``repo_dir / rel``, refused when a symlink on the way leads outside the checkout (to /etc, to a home)."""
+    path = repo_dir / rel
+    if not path.resolve().is_relative_to(repo_dir.resolve()):
+        raise SpecError(f"{what} {rel!r} leads outside the repository through a symlink",
+                        hint="commit the files themselves, not a link to them", ref="path-escapes-repo")
+    return path
 
 
 def check_spec_against_checkout(spec: Spec, repo_dir: Path) -> None:
     """Checks that need the source tree: source dir, handler module and function, requirement files
     (lambda-zip); context and Dockerfile (docker-image)."""
     art = spec.artifact
+    for rel in spec.test.requirements if spec.test else []:
+        _inside_repo(repo_dir, rel, "slipway.yaml: test.requirements:")
     if isinstance(art, DockerImageArtifact):
-        context = repo_dir / art.context
+        context = _inside_repo(repo_dir, art.context, "slipway.yaml: artifact.context:")
+        _inside_repo(repo_dir, str(Path(art.context) / art.dockerfile), "slipway.yaml: artifact.dockerfile:")
         if not context.is_dir():
             raise SpecError(f"slipway.yaml: artifact.context: directory {art.context!r} not found in the repository", hint="point it at the build context")
         if not (context / art.dockerfile).is_file():
@@ -566,7 +648,9 @@ def check_spec_against_checkout(spec: Spec, repo_dir: Path) -> None:
             if not (repo_dir / rel).is_file():
                 raise SpecError(f"slipway.yaml: requirements file {rel!r} not found in the repository", hint="add the file or remove it from the spec")
         return
-    source = repo_dir / art.source
+    source = _inside_repo(repo_dir, art.source, "slipway.yaml: artifact.source:")
+    if art.requirements:
+        _inside_repo(repo_dir, art.requirements, "slipway.yaml: artifact.requirements:")
     if not source.is_dir():
         raise SpecError(f"slipway.yaml: artifact.source: directory {art.source!r} not found in the repository", hint="point it at the directory holding the handler")
     module_rel = Path(*art.handler_module.split("."))

@@ -148,6 +148,20 @@ class ArtifactStore:
         data = self._get_json(self.manifest_key(app, sha256))
         return Provenance.model_validate(data) if data else None
 
+    def check_intact(self, ref: ArtifactRef) -> None:
+        """Before a deploy: the stored zip still hashes to its published digest (streamed, nothing kept). An object
+        replaced after publishing (a plain PUT by anyone with write access to the bucket) is refused."""
+        actual = self._read_back_sha256(ref.key)
+        if actual != ref.sha256:
+            raise DeployError(
+                f"artifact {ref.uri} does not match its published digest (stored sha256 {actual[:12]}…, published {ref.sha256[:12]}…): "
+                "it was modified after publishing",
+                target=ref.uri,
+                hint=f"nothing was deployed; find out who wrote it, then delete s3://{ref.bucket}/{ref.key} so the next release "
+                     "rebuilds and publishes it again",
+                ref="artifact-tampered", evidence={"stored_sha256": actual, "published_sha256": ref.sha256},
+            )
+
     def download_verified(self, ref: ArtifactRef, dest: Path) -> Path:
         """Download and check the sha256 (refuses an artifact tampered with after publishing)."""
         obj = aws_call(DeployError, "download the artifact", self.s3.get_object, Bucket=ref.bucket, Key=ref.key, target=ref.uri)

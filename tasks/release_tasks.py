@@ -483,6 +483,8 @@ def reconcile_environment(ctx_args: dict) -> str | None:
 
 @task(name="prepare-version", **TRANSIENT_RETRIES)
 def prepare_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
+    if artifact.image is None:  # an image is pulled by digest, which the registry verifies
+        open_store(ctx_args["store_block"])[0].check_intact(artifact)
     ctx = env_context(**ctx_args)
     result = rollout.publish(ctx, artifact)
     get_run_logger().info(
