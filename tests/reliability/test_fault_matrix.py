@@ -36,8 +36,11 @@ FAULTS = {  # fault → (kind, times)
     "5xx": ("5xx", 1),
     "access denied": ("denied", -1),
 }
-if os.environ.get("SLIPWAY_FAULT_MATRIX") == "full":  # the dropped-connection column too (CI time: +1 min)
-    FAULTS = {**dict(list(FAULTS.items())[:2]), "connection reset": ("reset", 1), "access denied": ("denied", -1)}
+if os.environ.get("SLIPWAY_FAULT_MATRIX") == "full":
+    # + a dropped connection, and SIGKILL of the release process when the request arrives (each kill inside the lock
+    # costs the lock's 60 s lease before the next release can reconcile: about 6 minutes more; CI runs the rest)
+    FAULTS = {**dict(list(FAULTS.items())[:2]), "connection reset": ("reset", 1), "access denied": ("denied", -1),
+              "SIGKILL": ("kill", 1)}
 RESULTS: dict[tuple[str, str], str] = {}
 
 
@@ -102,6 +105,20 @@ class App:
 
         return release(repo_url=self.repo.url, ref=tag, only=["dev"], store_block="faulty", return_state=True)
 
+    def release_in_a_process(self, tag: str, proxy: FaultProxy, prefect_api) -> int:
+        """Run the release in its own process (the proxy SIGKILLs it); returns its exit status."""
+        import subprocess
+        import sys
+
+        from conftest import ROOT
+
+        code = ("from flows.release import release; "
+                f"release(repo_url={self.repo.url!r}, ref={tag!r}, only=['dev'], store_block='faulty')")
+        env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proxy.kill_pid = proc.pid
+        return proc.wait(timeout=300)
+
 
 def invariant_violations(prefect_api, app: str) -> list[str]:
     from tasks.release_tasks import open_store
@@ -149,6 +166,24 @@ def test_fault_matrix(step, faulty, prefect_api, app_repo):
         tag = app.next_commit(broken=broken)
         rule = faulty.arm(Rule(operation=operation, fault=kind, times=times, skip=skip,
                                path_contains=path + (app.repo.app if path else "")))
+        if kind == "kill":
+            status = app.release_in_a_process(tag, faulty, prefect_api)
+            faulty.clear()
+            assert status == -9, f"{step}/{fault}: the release process was not killed (exit {status})"
+            from tasks.release_tasks import open_store
+
+            left = open_store("default")[1].head(app.repo.app, "dev").in_progress
+            state = app.release(app.next_commit())  # the next run: reconciles first (after the dead run's lock lease)
+            kinds = [e.kind for e in open_store("default")[1].entries(app.repo.app, "dev")]
+            outcome = ("killed → next release reconciled, then released" if left is not None and "reconciled" in kinds
+                       else "killed → nothing in progress; next release released")
+            problems = ([] if state.is_completed() else ["the next release failed"]) + invariant_violations(prefect_api, app.repo.app)
+            if left is not None and "reconciled" not in kinds:
+                problems.append("an in-progress record was left and not reconciled")
+            RESULTS[(step, fault)] = outcome + (" ✗ " + "; ".join(problems) if problems else " ✓")
+            if problems:
+                failures.append(f"{step} × {fault}: {problems}")
+            continue
         state = app.release(tag)
         faulty.clear()
         assert rule.injected >= 1, f"{step}/{fault}: the fault was never injected (no request matched)"
