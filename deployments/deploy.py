@@ -33,7 +33,9 @@ def deploy_all(env: dict[str, str] | None = None, pool: str = POOL, timeout: flo
         return subprocess.run([*prefect, *args], env=env, cwd=ROOT, text=True, capture_output=True, timeout=timeout, check=check)
 
     if run("work-pool", "inspect", pool, check=False).returncode != 0:
-        run("work-pool", "create", pool, "--type", "process")
+        # at most 4 runs at once: a SQLite-backed Prefect server (the local stack) answers 503 "database is locked" under
+        # 20 parallel releases; raise it (`prefect work-pool set-concurrency-limit`) on PostgreSQL
+        run("work-pool", "create", pool, "--type", "process", "--concurrency-limit", os.environ.get("SLIPWAY_POOL_LIMIT", "4"))
     run("block", "register", "-m", "blocks")
     return run("--no-prompt", "deploy", "--all").stdout
 

@@ -104,7 +104,8 @@ def _diagnose_failure(
         if spec is not None and diff_env:
             env_keys = sorted({**getattr(spec.artifact, "environment", {}), **spec.environment(diff_env).environment})
             env_keys += sorted(f"SLIPWAY_FLAG_{name.upper()}" for name in delivered or {})
-        error = exc.to_dict() if isinstance(exc, SlipwayError) else {"stage": "deploy", "ref": type(exc).__name__, "message": str(exc)}
+        error = exc.to_dict() if isinstance(exc, SlipwayError) else {
+            "stage": "orchestration", "ref": type(exc).__name__, "message": f"{type(exc).__name__}: {str(exc)[:500]}", "evidence": {}}
         try:
             from prefect.runtime import flow_run
 
@@ -403,8 +404,14 @@ def release(
         return _release_checkout(checkout, ref, spec_path, only, store_block, registry_block, lock_wait, progress)
     except ReleaseFailed:
         raise  # it published its own report
-    except SlipwayError as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure after the clone leaves a record; re-raised below
+        from prefect.exceptions import Abort, Pause
+
+        if isinstance(exc, (Abort, Pause)):  # cancellation and pauses are Prefect's control flow, not failures
+            raise
         diagnosis = _diagnose_failure(progress, checkout, repo_url, ref, exc, store_block)
+        if not isinstance(exc, SlipwayError):
+            raise
         create_markdown_artifact(
             key="release-failure",
             markdown=failure_report_markdown(repo=repo_url, ref=ref, commit=checkout.commit if checkout else None, error=exc.to_dict(),

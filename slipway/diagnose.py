@@ -438,6 +438,12 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
             "preflight passed (the artifact imports and its dependencies are packaged), so the cause is the code (or its test coverage): "
             "the repository's tests did not catch it",
         ], check, evidence
+    if stage == "orchestration":  # not Slipway's own error: the Prefect server, the worker, the process
+        evidence.append(message)
+        if re.search(r"\b50[234]\b|Service Unavailable|database is locked|ConnectError|ReadTimeout|connection", message, re.I):
+            return "network-or-aws", ["the orchestration layer (the Prefect server or its database) was unavailable, not the release"], \
+                "orchestration", evidence
+        return "unclassified", [f"an unexpected {err.get('ref')} outside Slipway's own checks"], "orchestration", evidence
     if stage == "rollback":
         evidence.append(message)
         return "unclassified", ["the rollback itself failed: the environment needs a human (see the ledger)"], "rollback", evidence
