@@ -35,7 +35,8 @@ def deploy_all(env: dict[str, str] | None = None, pool: str = POOL, timeout: flo
     if run("work-pool", "inspect", pool, check=False).returncode != 0:
         # at most 4 runs at once: a SQLite-backed Prefect server (the local stack) answers 503 "database is locked" under
         # 20 parallel releases; raise it (`prefect work-pool set-concurrency-limit`) on PostgreSQL
-        run("work-pool", "create", pool, "--type", "process", "--concurrency-limit", os.environ.get("SLIPWAY_POOL_LIMIT", "4"))
+        run("work-pool", "create", pool, "--type", "process")
+        run("work-pool", "set-concurrency-limit", pool, os.environ.get("SLIPWAY_POOL_LIMIT", "4"))
     run("block", "register", "-m", "blocks")
     return run("--no-prompt", "deploy", "--all").stdout
 
