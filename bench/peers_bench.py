@@ -45,12 +45,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "hello-lambda"
+
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import git, isolate  # noqa: E402
+from benchenv import DEPS, EXAMPLE, isolate, make_example_repo  # noqa: E402
 
-DEPS = "requests==2.32.3\nPyYAML==6.0.2\n"
 PEERS = {"sam": "aws-sam-cli", "chalice": "chalice"}
 WORK: Path = Path()  # set by main() (isolate): nothing happens at import time
 LOG = print
@@ -141,23 +140,24 @@ def loadavg() -> str:
 # ---- the sample app ----------------------------------------------------------------------------------------
 def make_repo(app: str, broken: bool = False) -> Path:
     """examples/hello-lambda (+ requests, PyYAML) as a git repository, app renamed, v1 tagged (and v2, broken)."""
-    repo = WORK / "repos" / app
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("demo", "__pycache__", ".pytest_cache"))
-    spec = (repo / "slipway.yaml").read_text()
-    assert "app: hello\n" in spec and "  runtime: python3.11\n" in spec, "examples/hello-lambda/slipway.yaml changed shape"
-    spec = spec.replace("app: hello\n", f"app: {app}\n").replace("  runtime: python3.11\n", "  runtime: python3.11\n  requirements: requirements.txt\n")
-    (repo / "slipway.yaml").write_text(spec)
-    (repo / "requirements.txt").write_text(DEPS)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "v1")
-    git(repo, "tag", "v1")
-    if broken:
-        shutil.copy(EXAMPLE / "demo" / "app_v2.py", repo / "src" / "app.py")
-        shutil.copy(EXAMPLE / "demo" / "test_app_v2.py", repo / "tests" / "test_app.py")
-        git(repo, "commit", "-qam", "v2")
-        git(repo, "tag", "v2")
-    return repo
+    return make_example_repo(WORK / "repos" / app, app, broken=broken, requirements=DEPS)
+
+
+def extra_peer_builds(res: dict, peers: dict, suffix: str, label: str, what: str, **kw) -> dict[str, str]:
+    """One more cold build of each peer that built before, in a fresh project: peer name → zip sha256 (errors recorded)."""
+    out: dict[str, str] = {}
+    for name in PEERS:
+        r = res[name]
+        if "error" in r or not r["cold"]:
+            continue
+        maker, runner = (sam_project, sam_build) if name == "sam" else (chalice_project, chalice_package)
+        try:
+            built = runner(Path(peers[name]["venv"]), maker(WORK / "projects" / f"{name}-{suffix}"), WORK / "peer-homes" / f"{name}-{suffix}",
+                           label, **kw)
+            out[name] = sha256_file(built["zip"])
+        except Exception as exc:  # noqa: BLE001
+            r["errors"].append(f"{what}: {short_error(exc, 400)}")
+    return out
 
 
 # ---- 1. build: Slipway vs sam build vs chalice package ---------------------------------------------------------
@@ -366,16 +366,8 @@ def bench_build(reps: int, peers: dict) -> dict:
     if reps == 1:
         built = build_lambda_zip(app / "src", WORK / "zips" / "slipway-cold-x", requirements=app / "requirements.txt", deps_cache=WORK / "deps-cold-x")
         res["slipway"]["shas"].append(built.sha256)
-        for name in PEERS:
-            r = res[name]
-            if "error" in r or not r["cold"]:
-                continue
-            maker, runner = (sam_project, sam_build) if name == "sam" else (chalice_project, chalice_package)
-            try:
-                out = runner(Path(peers[name]["venv"]), maker(WORK / "projects" / f"{name}-x"), WORK / "peer-homes" / f"{name}-x", "cold-x")
-                r["shas"].append(sha256_file(out["zip"]))
-            except Exception as exc:  # noqa: BLE001
-                r["errors"].append(f"extra cold build: {short_error(exc, 400)}")
+        for name, sha in extra_peer_builds(res, peers, "x", "cold-x", "extra cold build").items():
+            res[name]["shas"].append(sha)
 
     # another machine's defaults: one more cold build of each, every file (sources, pip's output, the zip) made under
     # umask 077, compared with the builds above
@@ -387,17 +379,8 @@ def bench_build(reps: int, peers: dict) -> dict:
         (src.parent / "requirements.txt").write_text(DEPS)
         built = build_lambda_zip(src, WORK / "zips" / "slipway-umask", requirements=src.parent / "requirements.txt", deps_cache=WORK / "deps-umask")
         res["slipway"]["umask077_sha"] = built.sha256
-        for name in PEERS:
-            r = res[name]
-            if "error" in r or not r["cold"]:
-                continue
-            maker, runner = (sam_project, sam_build) if name == "sam" else (chalice_project, chalice_package)
-            try:
-                out = runner(Path(peers[name]["venv"]), maker(WORK / "projects" / f"{name}-umask"), WORK / "peer-homes" / f"{name}-umask",
-                             "umask", umask=0o077)
-                r["umask077_sha"] = sha256_file(out["zip"])
-            except Exception as exc:  # noqa: BLE001
-                r["errors"].append(f"umask 077 build: {short_error(exc, 400)}")
+        for name, sha in extra_peer_builds(res, peers, "umask", "umask", "umask 077 build", umask=0o077).items():
+            res[name]["umask077_sha"] = sha
     finally:
         os.umask(old)
 

@@ -23,30 +23,17 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "hello-lambda"
-from benchenv import git, isolate  # noqa: E402  (bench/ is sys.path[0] when the script runs)
+
+from benchenv import DEPS, EXAMPLE, isolate, make_example_repo  # noqa: E402  (bench/ is sys.path[0] when the script runs)
 
 WORK = isolate("slipway-bench-")
 
 from slipway import localstack  # noqa: E402
 
-DEPS = "requests==2.32.3\nPyYAML==6.0.2\n"
 
 
 def make_repo(app: str, broken: bool = False) -> Path:
-    repo = WORK / f"repo-{app}"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("demo", "__pycache__", ".pytest_cache"))
-    (repo / "slipway.yaml").write_text((repo / "slipway.yaml").read_text().replace("app: hello", f"app: {app}"))
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "v1")
-    git(repo, "tag", "v1")
-    if broken:
-        shutil.copy(EXAMPLE / "demo" / "app_v2.py", repo / "src" / "app.py")
-        shutil.copy(EXAMPLE / "demo" / "test_app_v2.py", repo / "tests" / "test_app.py")
-        git(repo, "commit", "-qam", "v2")
-        git(repo, "tag", "v2")
-    return repo
+    return make_example_repo(WORK / f"repo-{app}", app, broken=broken)
 
 
 def timed(fn, *args, **kwargs):
