@@ -23,12 +23,24 @@ def aws_clients(credentials: AwsCredentials, *services: str, region: str | None 
     except (BotoCoreError, ClientError) as exc:  # unknown profile, refused assume-role
         raise translate(exc, CredentialsError, "open an AWS session") from exc
     params = credentials.aws_client_parameters.get_params_override()
-    params.pop("config", None)  # botocore retries/timeouts are Slipway's (slipway.aws.client_config)
+    config = params.pop("config", None)  # botocore retries are Slipway's (slipway.aws.client_config) …
+    timeouts = _timeouts(config)  # … but the block's read/connect timeouts, when set, are honoured
     endpoint = params.pop("endpoint_url", None)
     return [
-        make_client(session, svc, region=region or credentials.region_name, endpoint_url=endpoint, read_timeout=read_timeout, extra=params)
+        make_client(session, svc, region=region or credentials.region_name, endpoint_url=endpoint,
+                    read_timeout=timeouts.get("read_timeout", read_timeout), connect_timeout=timeouts.get("connect_timeout", 10),
+                    extra=params)
         for svc in services
     ]
+
+
+def _timeouts(config: Any) -> dict[str, float]:
+    """``read_timeout``/``connect_timeout`` from an AwsClientParameters ``config`` (a dict or a botocore Config)."""
+    if config is None:
+        return {}
+    values = config if isinstance(config, dict) else {  # a Config: only what was set, not botocore's defaults
+        k: getattr(config, k, None) for k in getattr(config, "_user_provided_options", {})}
+    return {k: float(values[k]) for k in ("read_timeout", "connect_timeout") if values.get(k) is not None}
 
 
 class ArtifactStoreBlock(Block):

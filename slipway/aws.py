@@ -72,8 +72,8 @@ def is_not_found(exc: ClientError) -> bool:
     return error_code(exc) in NOT_FOUND_CODES
 
 
-def client_config(read_timeout: float = 60) -> Config:
-    return Config(retries={"mode": "standard", "max_attempts": 5}, read_timeout=read_timeout, connect_timeout=10)
+def client_config(read_timeout: float = 60, connect_timeout: float = 10) -> Config:
+    return Config(retries={"mode": "standard", "max_attempts": 5}, read_timeout=read_timeout, connect_timeout=connect_timeout)
 
 
 def make_client(
@@ -83,6 +83,7 @@ def make_client(
     region: str | None = None,
     endpoint_url: str | None = None,
     read_timeout: float = 60,
+    connect_timeout: float = 10,
     extra: dict[str, Any] | None = None,
 ):
     """A client with standard retries. ``endpoint_url`` None means AWS itself (or ``AWS_ENDPOINT_URL``)."""
@@ -92,7 +93,7 @@ def make_client(
         kwargs["endpoint_url"] = endpoint_url
     if region:
         kwargs["region_name"] = region
-    return session.client(service, config=client_config(read_timeout), **kwargs)
+    return session.client(service, config=client_config(read_timeout, connect_timeout), **kwargs)
 
 
 def error_code(exc: ClientError) -> str:

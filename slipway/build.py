@@ -186,7 +186,7 @@ def _pip_install(requirements: Path, python_version: str, target: Path, runner: 
         ) from exc
     if result.returncode != 0:
         output = result.stdout or ""
-        raise BuildError(
+        error = BuildError(
             "pip could not install the Lambda dependencies",
             target=str(requirements),
             hint=f"{_pip_summary(output)} (only {LAMBDA_PLATFORM} / cp{python_version.replace('.', '')} "
@@ -194,6 +194,14 @@ def _pip_install(requirements: Path, python_version: str, target: Path, runner: 
             ref="dependency-install-failed",
             evidence={"command": command, "exit_code": result.returncode, "output_tail": _tail(output, 40)},
         )
+        error.transient = bool(_PIP_TRANSIENT.search(output))  # the index answered 429/5xx or the network failed
+        raise error
+
+
+# pip retries a 5xx and a timeout itself, but not a 429 (it then reports "no matching distribution"): what it
+# prints when the index or the network, not the requirements, was the problem. Such a build is retried by its task.
+_PIP_TRANSIENT = re.compile(r"(\b(429|5\d\d) (Client|Server) Error|Too Many Requests|Read timed out|Connection (reset|refused|aborted)"
+                            r"|Max retries exceeded|Temporary failure in name resolution|ConnectTimeoutError|IncompleteRead)")
 
 
 def _pip_env() -> dict[str, str]:

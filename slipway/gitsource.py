@@ -24,6 +24,28 @@ from slipway.errors import CloneError, InputError
 
 _SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>[^:/][^:]*)$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+# A clone that hangs (a stalled server, a half-open connection) must not hold a release forever.
+CLONE_TIMEOUT_ENV = "SLIPWAY_CLONE_TIMEOUT"
+DEFAULT_CLONE_TIMEOUT_S = 600
+# What git prints when the network, not the repository or the credentials, failed: worth a retry.
+_TRANSIENT_GIT = re.compile(
+    r"(Connection (reset|timed out|refused|closed)|timed out|Could not resolve host|Temporary failure in name resolution"
+    r"|remote end hung up unexpectedly|early EOF|The requested URL returned error: (429|5\d\d)|Operation too slow"
+    r"|unexpected disconnect|RPC failed)", re.IGNORECASE)
+
+
+def clone_timeout_s() -> float:
+    """``SLIPWAY_CLONE_TIMEOUT`` seconds (default 600) for the whole clone."""
+    raw = os.environ.get(CLONE_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_CLONE_TIMEOUT_S
+    except ValueError:
+        raise InputError(f"{CLONE_TIMEOUT_ENV}={raw!r} is not a number", hint="set it to a number of seconds, e.g. 600",
+                         ref="bad-clone-timeout") from None
+    if value <= 0:
+        raise InputError(f"{CLONE_TIMEOUT_ENV}={raw!r} must be above 0", hint="set it to a number of seconds, e.g. 600",
+                         ref="bad-clone-timeout")
+    return value
 _ALLOWED_SCHEMES = {"https", "ssh", "file"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REF_LENGTH = 255
@@ -153,7 +175,9 @@ def _git_env(workdir: Path, token: SecretStr | None, username: str | None, host:
         GIT_CONFIG_GLOBAL="/dev/null",  # no user-level filters, fsmonitor or credential helpers
         GIT_LFS_SKIP_SMUDGE="1",
         GIT_ALLOW_PROTOCOL="https:ssh:file",
-        GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+        # a dead server is noticed in about a minute, not after TCP's hours
+        GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=30 "
+                        "-o ServerAliveInterval=15 -o ServerAliveCountMax=4",
     )
     if token is not None:
         askpass = workdir / "askpass.sh"
@@ -221,18 +245,28 @@ def _clone_into(work: Path, url: RepoUrl, ref: str, token: SecretStr | None, use
     cmd = git.Git(str(work))
     safety = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always",
               "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
-              "-c", "core.fsmonitor=false", "-c", "http.followRedirects=false"]
+              "-c", "core.fsmonitor=false", "-c", "http.followRedirects=false",
+              "-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60"]
+    timeout = clone_timeout_s()
     try:
-        cmd.execute(["git", *safety, "clone", "--quiet", "--no-checkout", "--", url.url, str(repo_dir)], env=env)
+        cmd.execute(["git", *safety, "clone", "--quiet", "--no-checkout", "--", url.url, str(repo_dir)], env=env,
+                    kill_after_timeout=timeout)
     except git.GitCommandError as exc:
         stderr = _scrub(str(exc.stderr or "").strip(), token)
+        if "Timeout: the command" in stderr:  # GitPython killed it after kill_after_timeout: the clone hung
+            error = CloneError(f"could not clone {url.display}: no answer within {timeout:g} s",
+                               hint=f"check the server is reachable, or raise {CLONE_TIMEOUT_ENV} (seconds)", ref="clone-timed-out")
+            error.transient = True
+            raise error from None
         lines = [line for line in stderr.splitlines() if line.strip(" '").removeprefix("stderr: '") not in _GIT_BOILERPLATE | {""}]
         last = lines[-1] if lines else f"git exited {exc.status}"
-        raise CloneError(
+        error = CloneError(
             f"could not clone {url.display}",
             hint=f"{last.removeprefix('stderr: ').strip(chr(39) + ' ')}; check the URL and credentials",
             ref="repo-unreachable",
-        ) from None
+        )
+        error.transient = bool(_TRANSIENT_GIT.search(stderr))  # the network failed, not the repository: retried
+        raise error from None
     repo = git.Git(str(repo_dir))
     commit = None
     for candidate in ([ref] if _SHA.match(ref) else []) + [f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref]:

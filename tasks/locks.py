@@ -1,9 +1,12 @@
 """One release or rollback at a time per app and environment: a Prefect global concurrency limit.
 
 The limit is created on demand (limit 1) and acquired with ``strict=True``: a missing limit must never silently
-disable the lock (Prefect skips unknown limits otherwise). A run killed while holding it blocks others until the
-lease expires (``lease_duration``, at least 60 s) — the ledger's in-progress record is what the next run
-reconciles once it gets the lock.
+disable the lock (Prefect skips unknown limits otherwise). The slot is held under a lease (``LEASE_SECONDS``, renewed
+while the holder lives). A holder killed with SIGKILL cannot give it back; so the holder's lease id and flow runs are
+kept in a Prefect variable, and the next run that finds the lock held by runs that have all ended (the worker marks a
+killed run Crashed) gives that lease back at once instead of waiting for it to expire. Otherwise a dead holder blocks
+the environment until its lease expires (at most ``LEASE_SECONDS``). Either way the ledger's in-progress record is
+what the next run reconciles once it has the lock.
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ from __future__ import annotations
 import contextlib
 import re
 
-from prefect import get_client
+from uuid import UUID
+
+from prefect import get_client, get_run_logger
 from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
-from prefect.concurrency.sync import concurrency
+from prefect.concurrency._leases import maintain_concurrency_lease
+from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 from prefect.exceptions import ObjectNotFound
 
 from slipway.errors import DeployError
 
 LEASE_SECONDS = 60  # renewed while held; a killed holder blocks the environment for at most this long
+# Prefect's acquire timeout covers its HTTP round trips too: on a busy server a free lock can take seconds to grant,
+# so a short wait is never shorter than this. "Refuse at once" (wait 0) reads the slot count instead.
+MIN_ACQUIRE_SECONDS = 10.0
 
 
 def lock_name(app: str, env: str) -> str:
@@ -26,32 +35,101 @@ def lock_name(app: str, env: str) -> str:
 
 
 def ensure_lock(app: str, env: str) -> str:
+    return _ensure(app, env)[0]
+
+
+def _ensure(app: str, env: str) -> tuple[str, int]:
+    """The lock's name and how many slots are held right now (creating the limit when missing)."""
     name = lock_name(app, env)
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            return name, client.read_global_concurrency_limit_by_name(name).active_slots
         except ObjectNotFound:
             client.upsert_global_concurrency_limit_by_name(name, 1)
-    return name
+    return name, 0
 
 
 @contextlib.contextmanager
 def environment_lock(app: str, env: str, wait_seconds: float):
     """Hold the environment's lock; wait up to ``wait_seconds`` for it (0: refuse at once if another run holds it)."""
-    name = ensure_lock(app, env)
-    acquired = False
+    name, held = _ensure(app, env)
+    if held and _free_if_holder_ended(name):
+        held = 0
     try:
-        with concurrency(name, occupy=1, timeout_seconds=max(wait_seconds, 0.5), strict=True, lease_duration=LEASE_SECONDS):
-            acquired = True
-            yield
+        if wait_seconds <= 0 and held:
+            raise AcquireConcurrencySlotTimeoutError(f"{name} is held")
+        lease = acquire_concurrency_slots_with_lease([name], 1, timeout_seconds=max(wait_seconds, MIN_ACQUIRE_SECONDS),
+                                                     lease_duration=LEASE_SECONDS, strict=True).lease_id
     except AcquireConcurrencySlotTimeoutError as exc:
-        if acquired:
-            raise
         hint = f"waited {wait_seconds:g}s; retry later, or pass a longer --lock-wait"
         if _paused_here(app, env):
             hint = (f"a release of {app} is paused in {env} waiting for a decision: `slipway approve {app} {env}` "
                     f"lets it go on, `slipway approve {app} {env} --reject` stops it (a canary rolls back)")
         raise DeployError(f"another release or rollback of {app}/{env} is running", hint=hint, ref="environment-locked") from exc
+    try:
+        _set_holder(name, lease)
+        with maintain_concurrency_lease(lease, LEASE_SECONDS, raise_on_lease_renewal_failure=True):
+            yield
+    finally:
+        _clear_holder(name)  # still ours: nobody else can write it before the slot is given back
+        release_concurrency_slots_with_lease(lease)
+
+
+# ---- who holds it: a Prefect variable per lock ------------------------------------------------------------------
+def _holder_variable(name: str) -> str:
+    return f"{name}-holder"[:255]
+
+
+def _set_holder(name: str, lease: UUID) -> None:
+    from prefect.runtime import flow_run
+    from prefect.variables import Variable
+
+    runs = [run for run in dict.fromkeys([flow_run.get_id(), flow_run.get_root_flow_run_id()]) if run]
+    try:
+        Variable.set(_holder_variable(name), {"lease": str(lease), "runs": runs}, overwrite=True)
+    except Exception:  # noqa: BLE001 - only lets a dead holder's lock go sooner; the lease still expires
+        pass
+
+
+def _clear_holder(name: str) -> None:
+    from prefect.variables import Variable
+
+    try:
+        Variable.unset(_holder_variable(name))
+    except Exception:  # noqa: BLE001 - see _set_holder
+        pass
+
+
+def _free_if_holder_ended(name: str) -> bool:
+    """Give back the lock of a holder whose flow runs have ended (crashed, failed, cancelled): True when done.
+
+    A run that ended cannot still be working under the lock: its process died (SIGKILL, OOM, a lost machine) without
+    releasing the slot, and the worker or Prefect marked it. A run still Running is never touched: its lease decides.
+    """
+    from prefect.variables import Variable
+
+    try:
+        holder = Variable.get(_holder_variable(name), default=None)
+        if not isinstance(holder, dict) or not holder.get("runs") or not holder.get("lease"):
+            return False
+        with get_client(sync_client=True) as client:
+            states = {}
+            for run in holder["runs"]:
+                state = client.read_flow_run(UUID(run)).state
+                states[run] = state
+            ended = {run: state.name for run, state in states.items() if state is not None and state.is_final()}
+            if not ended:
+                return False
+        release_concurrency_slots_with_lease(UUID(holder["lease"]))
+        Variable.unset(_holder_variable(name))
+    except Exception:  # noqa: BLE001 - cannot tell: wait for the lease as before
+        return False
+    try:
+        get_run_logger().warning("the lock %s was held by %s, which ended without giving it back: released it", name,
+                                 ", ".join(f"flow run {run} ({state})" for run, state in ended.items()))
+    except Exception:  # noqa: BLE001 - outside a run
+        pass
+    return True
 
 
 def _paused_here(app: str, env: str) -> bool:

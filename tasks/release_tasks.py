@@ -327,7 +327,7 @@ def run_app_tests(checkout: Checkout, spec: Spec, build_key: str) -> dict:
     return {"skipped": False, "passed": True, "duration_s": round(report.duration_s, 2), "command": report.command}
 
 
-@task(name="build-lambda-zip", cache_policy=NO_CACHE)
+@task(name="build-lambda-zip", **TRANSIENT_RETRIES)  # retried only when the package index or the network failed
 def build_artifact(checkout: Checkout, spec: Spec) -> dict:
     out = Path(tempfile.mkdtemp(prefix="slipway-build-"))
     reqs = checkout.path / spec.artifact.requirements if spec.artifact.requirements else None

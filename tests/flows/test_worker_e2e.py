@@ -121,8 +121,10 @@ def test_a_release_killed_mid_canary_is_rolled_back_by_the_trigger(worker, app_r
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
 
-    # the lock's lease (60 s) must run out before the rollback can take the environment
+    # the worker marks the run Crashed; the triggered rollback gives the dead run's lock back instead of waiting for
+    # its lease (LEASE_SECONDS) to run out
     wait_for(lambda: ledger_entries(repo.app, "dev")[-1].kind == "rolled-back", 240, "the triggered rollback")
+    back_after = time.monotonic() - killed_at
     entries = ledger_entries(repo.app, "dev")
     assert [e.kind for e in entries][-4:] == ["deploy-started", "traffic-shifted", "rollback-started", "rolled-back"]
     assert "prefect.flow-run.Crashed" in entries[-1].message
@@ -130,7 +132,10 @@ def test_a_release_killed_mid_canary_is_rolled_back_by_the_trigger(worker, app_r
 
     head = open_store("default")[1].head(repo.app, "dev")
     assert head.live.version == "1" and head.canary is None and head.in_progress is None
-    print(f"SIGKILL → dev back on its verified release: {time.monotonic() - killed_at:.1f}s")
+    print(f"SIGKILL → dev back on its verified release: {back_after:.1f}s")
+    from tasks.locks import LEASE_SECONDS
+
+    assert back_after < LEASE_SECONDS, f"back after {back_after:.1f}s: the rollback waited out the dead run's lease"
 
 
 def test_a_failed_release_triggers_the_rollback_deployment_which_finds_nothing_left_to_do(worker, app_repo):

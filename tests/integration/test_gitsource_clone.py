@@ -69,3 +69,46 @@ def test_a_token_never_reaches_the_url_or_the_error(repo, tmp_path):
     assert "s3cr3t-token-value" not in str(info.value)
     ok = clone_at_ref(str(repo), "main", tmp_path / "w", token=token)
     assert "s3cr3t" not in git(ok.path, "config", "--get", "remote.origin.url")
+
+
+def _fake_ssh(tmp_path, monkeypatch, body: str) -> None:
+    """``ssh`` on PATH answers like a failing server (git's own tests use a fake ssh the same way)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text("#!/bin/sh\n" + body)
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+
+
+def test_a_clone_that_hangs_is_killed_after_the_clone_timeout_and_may_be_retried(repo, tmp_path, monkeypatch):
+    _fake_ssh(tmp_path, monkeypatch, "exec sleep 30\n")
+    monkeypatch.setenv("SLIPWAY_CLONE_TIMEOUT", "1")
+    with pytest.raises(CloneError) as err:
+        clone_at_ref(f"ssh://git-host{repo}", "main", tmp_path / "w")
+    assert err.value.ref == "clone-timed-out" and err.value.transient
+    assert "no answer within 1 s" in str(err.value) and "SLIPWAY_CLONE_TIMEOUT" in str(err.value)
+    assert not any((tmp_path / "w").iterdir())  # nothing left behind
+
+
+def test_a_reset_connection_is_transient_and_a_refused_key_is_not(repo, tmp_path, monkeypatch):
+    _fake_ssh(tmp_path, monkeypatch, 'if [ -e "$0.denied" ]; then echo "git@h: Permission denied (publickey)." >&2; exit 255; fi\n'
+                                     'echo "kex_exchange_identification: read: Connection reset by peer" >&2; exit 255\n')
+    with pytest.raises(CloneError) as reset:
+        clone_at_ref(f"ssh://git-host{repo}", "main", tmp_path / "w")
+    assert reset.value.transient and "Connection reset by peer" in str(reset.value)
+    (tmp_path / "fake-bin" / "ssh.denied").touch()
+    with pytest.raises(CloneError) as denied:
+        clone_at_ref(f"ssh://git-host{repo}", "main", tmp_path / "w")
+    assert not denied.value.transient and "Permission denied (publickey)" in str(denied.value)
+
+
+def test_a_clone_over_ssh_works_through_the_fake_ssh(repo, tmp_path, monkeypatch):
+    _fake_ssh(tmp_path, monkeypatch, 'for last; do :; done\nexec sh -c "$last"\n')
+    assert clone_at_ref(f"ssh://git-host{repo}", "main", tmp_path / "w").commit == git(repo, "rev-parse", "main")
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-5"])
+def test_a_bad_clone_timeout_is_a_one_line_input_error(repo, tmp_path, monkeypatch, raw):
+    monkeypatch.setenv("SLIPWAY_CLONE_TIMEOUT", raw)
+    with pytest.raises(InputError, match="SLIPWAY_CLONE_TIMEOUT"):
+        clone_at_ref(str(repo), "main", tmp_path / "w")

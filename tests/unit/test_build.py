@@ -290,6 +290,30 @@ def test_pip_failure_names_the_requirements_file_and_pips_last_error(tmp_path):
     assert caught.value.evidence["exit_code"] != 0
     assert "nosuchpkg-slipway" in caught.value.evidence["output_tail"]
     assert list((tmp_path / "deps").iterdir()) == []  # no half-filled cache entry
+    assert not caught.value.transient  # a requirement that does not exist is not retried
+
+
+@pytest.mark.parametrize(("output", "transient"), [
+    ("WARNING: Could not fetch URL http://i/simple/x/: 429 Client Error: Too Many Requests for url: http://i/simple/x/ - skipping\n"
+     "ERROR: No matching distribution found for x", True),
+    ("WARNING: Retrying (Retry(total=0, ...)) after connection broken by 'ReadTimeoutError(\"Read timed out. (read timeout=3)\")'\n"
+     "ERROR: No matching distribution found for x", True),
+    ("ERROR: HTTP error 503 while getting http://i/x.whl\nERROR: 503 Server Error: Service Unavailable for url: http://i/x.whl", True),
+    ("ERROR: Could not find a version that satisfies the requirement x (from versions: none)\n"
+     "ERROR: No matching distribution found for x", False),
+])
+def test_an_index_or_network_failure_is_transient_and_a_bad_requirement_is_not(tmp_path, output, transient):
+    import subprocess
+
+    req = tmp_path / "requirements.txt"
+    req.write_text("x\n")
+
+    def pip(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, stdout=output)
+
+    with pytest.raises(BuildError) as caught:
+        install_dependencies(req, "python3.11", tmp_path / "deps", runner=pip)
+    assert caught.value.transient is transient
 
 
 def test_missing_requirements_file_is_reported_before_pip_runs(tmp_path):
