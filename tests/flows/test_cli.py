@@ -11,7 +11,40 @@ import pytest
 
 
 def slipway(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slipway.cli", *args], text=True, capture_output=True, env={**os.environ, **(env or {})}, timeout=300)
+    """Run the CLI. Against the session's server it runs in this process (``slipway.cli.main``, stdout/stderr
+    captured, the environment restored): a fresh interpreter costs ~2 s of imports per call. Anything else (another
+    API URL, `local`, or SLIPWAY_TEST_CLI_SUBPROCESS=1) runs `python -m slipway.cli` in a subprocess."""
+    if os.environ.get("SLIPWAY_TEST_CLI_SUBPROCESS") or args[:1] == ("local",) or not _this_sessions_server(env):
+        return subprocess.run([sys.executable, "-m", "slipway.cli", *args], text=True, capture_output=True,
+                              env={**os.environ, **(env or {})}, timeout=300)
+    return _in_process(args, env or {})
+
+
+def _this_sessions_server(env: dict | None) -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    wanted = (env or {}).get("PREFECT_API_URL")
+    return bool(wanted) and wanted == PREFECT_API_URL.value()
+
+
+def _in_process(args: tuple[str, ...], env: dict) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+
+    from slipway.cli import main
+
+    out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["slipway", *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, text: str) -> None:

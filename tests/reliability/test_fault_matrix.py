@@ -19,8 +19,8 @@ How each step's fault is made (nothing in Slipway is patched):
 
 A rollback that cannot complete (its own calls denied) leaves the environment for a human, reported as such; the
 check is then that `slipway rollback` (the rollback flow) restores it once the fault is gone. The matrix is printed.
-CI runs three fault columns (throttled, access denied, timeout); ``SLIPWAY_FAULT_MATRIX=full`` adds 5xx (botocore's
-same retry path as throttling), connection reset and SIGKILL of the release process. The harness then marks the killed
+CI runs two fault columns: access denied (persistent) and timeout (transient, and the call took effect);
+``SLIPWAY_FAULT_MATRIX=full`` adds throttling, 5xx, connection reset and SIGKILL of the release process. The harness then marks the killed
 run Crashed, as a worker does, so the next run takes its lock at once (``tasks.locks``).
 """
 
@@ -66,8 +66,8 @@ FAULTS = {  # column → (kind, times: -1 = every matching request)
     "connection reset": ("reset", 1),
     "SIGKILL": ("kill", 1),
 }
-if os.environ.get("SLIPWAY_FAULT_MATRIX") != "full":  # CI: a transient answer, a persistent one, a lost answer
-    FAULTS = {name: FAULTS[name] for name in ("throttled", "access denied", "timeout")}
+if os.environ.get("SLIPWAY_FAULT_MATRIX") != "full":  # CI: a persistent answer, and a lost one (then retried)
+    FAULTS = {name: FAULTS[name] for name in ("access denied", "timeout")}
 NOT_APPLICABLE = {  # (step kind, fault kind) → why the cell is empty
     **{("git", k): "— (ssh has no such answer)" for k in ("throttle", "5xx")},
     **{("test", k): "— (no network call)" for k in ("throttle", "5xx", "denied", "reset")},
@@ -250,6 +250,7 @@ def package_index(tmp_path, monkeypatch):
     url = proxy.start()
     monkeypatch.setenv("PIP_INDEX_URL", f"{url}/simple/")
     monkeypatch.setenv("PIP_TIMEOUT", "3")
+    monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "3")  # (an inherited PIP_DEFAULT_TIMEOUT would set the same option)
     monkeypatch.setenv("PIP_RETRIES", "2")
     monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
