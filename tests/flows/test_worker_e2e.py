@@ -36,7 +36,7 @@ def worker(prefect_api, tmp_path_factory):
     yield {"env": env, "log": log}
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(20)
+        proc.wait(3)  # every run it started has ended; a worker that lingers (it often does, ~20 s) is killed
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
