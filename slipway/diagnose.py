@@ -228,13 +228,17 @@ def _response_error(check: dict) -> tuple[str | None, str]:
     return None, str(check.get("detail", ""))
 
 
+_CARETS = re.compile(r"[~^]+")  # Python 3.11's markers under the failing expression of a traceback frame
+
+
 def _response_line(response: Any) -> str:
     """A Lambda error response on one line: type, message and the innermost frame (file:line, code), no request id."""
     if isinstance(response, dict) and ("errorType" in response or "errorMessage" in response):
         text = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', '')}"
         match = None
         for frame in reversed(response.get("stackTrace") or []):  # the innermost frame of the app's own code
-            found = re.search(r'File "([^"]+)", line (\d+), in (\S+)\s*(.*)', " ".join(str(frame).split()))
+            flat = " ".join(line for line in str(frame).splitlines() if not _CARETS.fullmatch(line.strip()))
+            found = re.search(r'File "([^"]+)", line (\d+), in (\S+)\s*(.*)', " ".join(flat.split()))
             if found and not found.group(1).startswith("<") and "/lib/python3" not in found.group(1):
                 match = found
                 break

@@ -133,7 +133,8 @@ def test_the_diff_of_a_two_release_history(tmp_path):
 def test_a_lambda_error_response_is_one_line_with_its_innermost_frame():
     response = {"errorType": "KeyError", "errorMessage": "'GREETING'", "requestId": "r-1",
                 "stackTrace": ['  File "/var/task/lib.py", line 3, in helper\n    x = 1\n',
-                               '  File "/tmp/code/abc/app.py", line 15, in handler\n    greeting = os.environ["GREETING"]\n',
+                               '  File "/tmp/code/abc/app.py", line 15, in handler\n    greeting = os.environ["GREETING"]\n'
+                               '               ~~~~~~~~~~^^^^^^^^^^^^\n',  # Python 3.11's markers: dropped
                                '  File "<frozen os>", line 679, in __getitem__\n']}
     d = diagnose(record("verify", evidence=smoke(response)))
     assert d.evidence[1] == """  response: KeyError: 'GREETING' at app.py:15 in handler: greeting = os.environ["GREETING"]"""
