@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 demo: install
-	$(PY) -m slipway.demo
+	$(PY) -m slipway.local.demo
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

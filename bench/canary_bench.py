@@ -1,4 +1,4 @@
-"""Canary verdict benchmark: how often slipway.canary.judge is wrong. Run: .venv/bin/python bench/canary_bench.py
+"""Canary verdict benchmark: how often slipway.verify.canary.judge is wrong. Run: .venv/bin/python bench/canary_bench.py
 
 Prints figures and ratios (add --json for machine-readable results on stdout). Simulates many canary windows
 with numpy's seeded Generator and judges each one with the real ``judge()``; then reports, per scenario, the
@@ -17,7 +17,7 @@ Lambda's routing does), e.g. 20/s for 60 s with a 10% canary → ~1080 stable / 
 per side; every request, failed or not, has one latency (Lambda's Duration counts failed invokes too). A bad
 canary has a higher error rate or its latencies multiplied by a factor (the median moves by that factor).
 
-What this does not model: on Lambda, ``slipway.lambda_metrics.version_sample`` feeds the judge one latency per
+What this does not model: on Lambda, ``slipway.verify.lambda_metrics.version_sample`` feeds the judge one latency per
 CloudWatch period (a per-period average), not one per request, so there the latency test sees far fewer, much
 less noisy observations. The latency rows here are for per-request latencies (what a proxy access log gives),
 the SideSample default.
@@ -42,7 +42,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slipway.canary import CanaryThresholds, SideSample, judge  # noqa: E402
+from slipway.verify.canary import CanaryThresholds, SideSample, judge  # noqa: E402
 
 STABLE_ERROR_RATE = 0.01
 STABLE_MEDIAN_MS = 40.0
@@ -166,7 +166,7 @@ def run_scenario(rng: np.random.Generator, sc: Scenario, runs: int, t: CanaryThr
 
 
 def run_with_interim_looks(rng: np.random.Generator, sc: Scenario, runs: int, t: CanaryThresholds, looks: int = 4) -> dict:
-    """A bake as slipway.progressive runs it: ``looks - 1`` interim looks on the data so far, each at alpha / looks
+    """A bake as slipway.rollout.progressive runs it: ``looks - 1`` interim looks on the data so far, each at alpha / looks
     (an interim FAIL ends the bake), then the final look at alpha. Default: a 60 s bake looked at every 15 s."""
     interim_t = t.model_copy(update={"error_alpha": t.error_alpha / looks, "latency_alpha": t.latency_alpha / looks})
     fails = early = 0

@@ -4,7 +4,7 @@ Prints figures and ratios; writes them to bench/out/container_bench.json. Measur
 (a Python service FROM python:3.11-slim) copied into a temporary git repository under a unique app name:
   1. release dev → staging → prod: cold (new commit: tests, docker build, push to the local registry, three
      blue/green deploys) vs an unchanged re-release of the same commit (artifact and containers reused);
-  2. build + push alone (slipway.docker_image.build_image + slipway.registry.push_image): a cold build (new top
+  2. build + push alone (slipway.artifact.image.build_image + slipway.artifact.registry.push_image): a cold build (new top
      layer) and push under a fresh tag, to the stack's registry (which holds the base layers by then) and to an
      empty one, vs pushing the same image again (the tag already holds it: reused, nothing pushed);
   3. a broken v2 (demo/app_v2.py: /health answers 503) released to dev while a client polls dev's stable port:
@@ -247,8 +247,8 @@ def bench_build_push(client, registry: str, repo: Path, runs: int = 3) -> dict:
     """Each run: a new top layer (as a new commit has), built, then pushed under a fresh repository and tag to
     (a) the stack's registry, which already holds the base image's layers from the release above (the engine
     mounts them), and (b) an empty registry (every layer uploaded). Then the reuse path: the same image again."""
-    from slipway.docker_image import build_image, oci_labels
-    from slipway.registry import push_image, remote_digest
+    from slipway.artifact.image import build_image, oci_labels
+    from slipway.artifact.registry import push_image, remote_digest
 
     builds, pushes_warm_base, pushes_empty, layers_warm_base, layers_empty = [], [], [], [], []
     last = None

@@ -4,7 +4,7 @@ Prints one markdown table (after a short header of environment facts) and writes
 bench/out/peers_bench.json. The sample app is examples/hello-lambda plus two dependencies (requests, PyYAML, as in
 release_bench.py and the peer baselines of shared/facts/environment.md).
 
-1. Build: slipway.build.build_lambda_zip (dependency cache cold, then warm) vs `sam build --cached` (aws-sam-cli, then
+1. Build: slipway.artifact.lambda_zip.build_lambda_zip (dependency cache cold, then warm) vs `sam build --cached` (aws-sam-cli, then
    SAM's own Lambda zip function, the one `sam package`/`sam deploy` upload) and `chalice package` (cold project, then
    again with chalice's .chalice/deployments cache). Each peer is installed into its own venv under the bench work
    dir (`python -m venv` + `pip install`; the install is timed apart and never counted). Zip sizes, and whether
@@ -164,7 +164,7 @@ def extra_peer_builds(res: dict, peers: dict, suffix: str, label: str, what: str
 def peer_env(venv: Path, home: Path) -> dict[str, str]:
     """The peer's venv first on PATH (its python3.11 is what `sam build` looks for), a HOME of its own under the work
     dir (so nothing is written to the user's), the same pip configuration as everyone else, no credentials."""
-    from slipway.childenv import scrubbed_environ
+    from slipway.core.childenv import scrubbed_environ
 
     env = scrubbed_environ()
     user_pip_conf = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "pip" / "pip.conf"
@@ -297,14 +297,14 @@ def chalice_package(venv: Path, project: Path, home: Path, tag: str, umask: int 
 SLIPWAY_PROCESS = """import json, sys, time
 start = time.perf_counter()
 from pathlib import Path
-from slipway.build import build_lambda_zip
+from slipway.artifact.lambda_zip import build_lambda_zip
 b = build_lambda_zip(Path(sys.argv[1]), Path(sys.argv[2]), requirements=Path(sys.argv[3]), deps_cache=Path(sys.argv[4]))
 print(json.dumps({"sha256": b.sha256, "in_process_s": time.perf_counter() - start}))
 """
 
 
 def bench_build(reps: int, peers: dict) -> dict:
-    from slipway.build import build_lambda_zip
+    from slipway.artifact.lambda_zip import build_lambda_zip
 
     app = WORK / "build-app"
     shutil.copytree(EXAMPLE / "src", app / "src")
@@ -471,12 +471,14 @@ def plain_release(repo: Path) -> dict:
     import platform as _platform
 
     import slipway
-    from slipway import BUILDER_VERSION, preflight, rollout
-    from slipway.build import build_lambda_zip
-    from slipway.gitsource import clone_at_ref, discard_checkout
-    from slipway.models import Provenance
-    from slipway.spec import check_spec_against_checkout, load_spec
-    from slipway.testrun import run_tests
+    from slipway import BUILDER_VERSION
+    from slipway.artifact import preflight
+    from slipway.rollout import steps as rollout_steps
+    from slipway.artifact.lambda_zip import build_lambda_zip
+    from slipway.source.git import clone_at_ref, discard_checkout
+    from slipway.core.models import Provenance
+    from slipway.spec.loading import check_spec_against_checkout, load_spec
+    from slipway.source.testrun import run_tests
     from tasks.release_tasks import env_context, location_for, open_store, release_id_for
 
     steps: dict[str, float] = {}
@@ -516,9 +518,9 @@ def plain_release(repo: Path) -> dict:
         checks_dev = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
         ctx = env_context(spec.app, "dev", "default", target_type="lambda", location=location_for(spec, "dev"),
                           target_block=env.target, spec=spec, checks=checks_dev)
-        deployed = step("prepare_version", rollout.publish, ctx, artifact)
-        seq = step("shift_alias", rollout.shift_traffic, ctx, artifact, deployed)
-        result = step("verify", rollout.verify, ctx, artifact, deployed.version, seq)
+        deployed = step("prepare_version", rollout_steps.publish, ctx, artifact)
+        seq = step("shift_alias", rollout_steps.shift_traffic, ctx, artifact, deployed)
+        result = step("verify", rollout_steps.verify, ctx, artifact, deployed.version, seq)
         assert result.passed
     finally:
         discard_checkout(checkout)
@@ -799,7 +801,7 @@ def main() -> int:
         results["peers"][name] = install_peer(name, package, peers_dir)
         LOG(f"  {results['peers'][name]}")
 
-    from slipway import localstack
+    from slipway.local import stack as localstack
 
     rc = 0
     try:

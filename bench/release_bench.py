@@ -57,7 +57,7 @@ def bench_release(release) -> dict:
 
 
 def bench_build() -> dict:
-    from slipway.build import build_lambda_zip
+    from slipway.artifact.lambda_zip import build_lambda_zip
 
     app = WORK / "build-app"
     shutil.copytree(EXAMPLE / "src", app / "src")

@@ -8,22 +8,22 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from slipway.aws import make_client
+from slipway.core.aws import make_client
 
 
 def aws_clients(credentials: AwsCredentials, *services: str, region: str | None = None, read_timeout: float = 60) -> list[Any]:
     """boto3 clients from an AwsCredentials block: its session, endpoint and client parameters, our retries."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from slipway.aws import translate
-    from slipway.errors import CredentialsError
+    from slipway.core.aws import translate
+    from slipway.core.errors import CredentialsError
 
     try:
         session = credentials.get_boto3_session()
     except (BotoCoreError, ClientError) as exc:  # unknown profile, refused assume-role
         raise translate(exc, CredentialsError, "open an AWS session") from exc
     params = credentials.aws_client_parameters.get_params_override()
-    config = params.pop("config", None)  # botocore retries are Slipway's (slipway.aws.client_config) …
+    config = params.pop("config", None)  # botocore retries are Slipway's (slipway.core.aws.client_config) …
     timeouts = _timeouts(config)  # … but the block's read/connect timeouts, when set, are honoured
     endpoint = params.pop("endpoint_url", None)
     return [

@@ -20,7 +20,7 @@ def deploy_all(env: dict[str, str] | None = None, pool: str = POOL, timeout: flo
     """Returns `prefect deploy`'s output; raises CalledProcessError (with its output) when a step fails."""
     env = {**os.environ, **(env or {}), "SLIPWAY_ROOT": str(ROOT)}
     if not env.get("PREFECT_API_URL"):
-        from slipway import localstack
+        from slipway.local import stack as localstack
 
         status = localstack.status()
         if not status.get("running"):

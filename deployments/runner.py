@@ -1,6 +1,6 @@
 """The Prefect side of the ``slipway`` CLI: run the flows in this process against the configured API.
 
-``slipway.cli`` imports this module lazily, only for commands that need Prefect, so that ``slipway``
+``slipway.cli.main`` imports this module lazily, only for commands that need Prefect, so that ``slipway``
 itself stays Prefect-free and quick to start.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slipway.errors import SlipwayError
+from slipway.core.errors import SlipwayError
 
 
 def configured_api_url() -> str | None:

@@ -1,6 +1,6 @@
 """The ``diagnose`` flow: why did the latest release of an app (in an environment) fail?
 
-Reads the failure record the release left in the artifact store, classifies it (``slipway.diagnose``), and
+Reads the failure record the release left in the artifact store, classifies it (``slipway.record.diagnose``), and
 publishes the diagnosis as the markdown artifact ``diagnosis-<app>``. The release flow runs it as a subflow at
 the end of every failed release; ``slipway diagnose APP`` and ``prefect deployment run diagnose/diagnose`` run it
 on demand.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from slipway.diagnose import FailureRecord, diagnose as diagnose_record
-from slipway.errors import InputError
+from slipway.record.diagnose import FailureRecord, diagnose as diagnose_record
+from slipway.core.errors import InputError
 from tasks.diagnose_tasks import read_failure_record
 from tasks.release_tasks import read_heads
 

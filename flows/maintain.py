@@ -8,7 +8,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.events import emit
 from flows.release import _artifact_key, release
-from slipway.errors import DeployError, ReleaseFailed
+from slipway.core.errors import DeployError, ReleaseFailed
 from tasks import release_tasks as t
 from tasks.locks import environment_lock
 

@@ -16,21 +16,21 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from slipway import BUILDER_VERSION
-from slipway.docker_image import image_tag
-from slipway.canary import CanaryVerdict
-from slipway.errors import ApprovalRejected, CanaryFailed, ReleaseFailed, SlipwayError, SpecError
-from slipway.gitsource import discard_checkout, validate_ref, validate_repo_url
-from slipway.models import ArtifactRef, StageOutcome
-from slipway.planning import plan_rollout, select_environments
-from slipway.progressive import bake_schedule
-from slipway.report import failure_report_markdown, history_rows, outcome_from_head, release_report_markdown, render_summary
-from slipway.spec import Spec
+from slipway.artifact.image import image_tag
+from slipway.verify.canary import CanaryVerdict
+from slipway.core.errors import ApprovalRejected, CanaryFailed, ReleaseFailed, SlipwayError, SpecError
+from slipway.source.git import discard_checkout, validate_ref, validate_repo_url
+from slipway.core.models import ArtifactRef, StageOutcome
+from slipway.rollout.planning import plan_rollout, select_environments
+from slipway.rollout.progressive import bake_schedule
+from slipway.record.report import failure_report_markdown, history_rows, outcome_from_head, release_report_markdown, render_summary
+from slipway.spec.schema import Spec
 from tasks import release_tasks as t
 from tasks.locks import environment_lock
 from flows.diagnose import artifact_key as diagnosis_key, diagnose
 from flows.events import emit
 from flows.gates import ask
-from slipway.diagnose import FailureRecord
+from slipway.record.diagnose import FailureRecord
 from tasks import diagnose_tasks as td
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from slipway.diagnose import FailureRecord, ReleaseDiff, compute_diff
-from slipway.gitsource import Checkout
-from slipway.ledger import LiveRelease
+from slipway.record.diagnose import FailureRecord, ReleaseDiff, compute_diff
+from slipway.source.git import Checkout
+from slipway.record.ledger import LiveRelease
 from tasks.release_tasks import TRANSIENT_RETRIES, open_store
 
 
 def _flag_lines(old: dict, new: dict) -> list[str]:
-    from slipway.flags import diff_flags
+    from slipway.record.flags import diff_flags
 
     return diff_flags(old, new)
 

@@ -22,7 +22,7 @@ from prefect.concurrency._leases import maintain_concurrency_lease
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 from prefect.exceptions import ObjectNotFound
 
-from slipway.errors import DeployError
+from slipway.core.errors import DeployError
 
 LEASE_SECONDS = 60  # renewed while held; a killed holder blocks the environment for at most this long
 # Prefect's acquire timeout covers its HTTP round trips too: on a busy server a free lock can take seconds to grant,

@@ -31,21 +31,23 @@ from blocks import (
     aws_clients,
     parse_port_range,
 )
-from slipway import rollout
-from slipway.aws import is_transient
-from slipway.build import build_lambda_zip
-from slipway.container_targets import DockerHostTarget, EcsTarget, allocate_listen_port, proxy_for, route_name
-from slipway.docker_image import build_image, image_tag, oci_labels
-from slipway.ecs_target import EcsSettings
-from slipway.registry import RegistryAuth, ecr_auth, push_image, remote_digest
-from slipway.errors import CredentialsError, DeployError, RollbackError
-from slipway.gitsource import Checkout, clone_at_ref
-from slipway.lambda_target import LambdaSettings, LambdaTarget, check_function_name
-from slipway.ledger import EnvHead, Ledger
-from slipway.models import ArtifactRef, DeployResult, ImageRef, Provenance, VerifyResult
-from slipway.spec import Spec, check_spec_against_checkout, load_spec
-from slipway.store import ArtifactStore
-from slipway.testrun import run_tests
+from slipway.rollout import steps
+from slipway.core.aws import is_transient
+from slipway.artifact.lambda_zip import build_lambda_zip
+from slipway.targets.docker_host import DockerHostTarget, allocate_listen_port, proxy_for, route_name
+from slipway.targets.ecs import EcsTarget
+from slipway.artifact.image import build_image, image_tag, oci_labels
+from slipway.targets.ecs import EcsSettings
+from slipway.artifact.registry import RegistryAuth, ecr_auth, push_image, remote_digest
+from slipway.core.errors import CredentialsError, DeployError, RollbackError
+from slipway.source.git import Checkout, clone_at_ref
+from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, check_function_name
+from slipway.record.ledger import EnvHead, Ledger
+from slipway.core.models import ArtifactRef, DeployResult, ImageRef, Provenance, VerifyResult
+from slipway.spec.schema import Spec
+from slipway.spec.loading import check_spec_against_checkout, load_spec
+from slipway.artifact.store import ArtifactStore
+from slipway.source.testrun import run_tests
 
 
 def retry_on_transient(task, task_run, state) -> bool:
@@ -194,21 +196,21 @@ def _target_kind(target_type: str) -> tuple[type, object, object]:
 def env_context(
     app: str, env_name: str, store_block: str, *, target_type: str = "lambda", location: dict, target_block: str | None,
     spec: Spec | None = None, checks: list[dict] | None = None, read_timeout: float = 60, flags: dict | None = None,
-) -> rollout.EnvContext:
+) -> steps.EnvContext:
     """``flags``: the environment's feature flags read at the start of this deploy (``read_env_flags``), delivered to the
     new version as environment variables and recorded in the ledger."""
     _, ledger = open_store(store_block)
     block_cls, factory, _ = _target_kind(target_type)
     block_name, block = resolve_target_block(env_name, target_block, block_cls)
     target = factory(app, env_name, location, block, spec, read_timeout, fingerprint_env_vars(flags or {}))
-    return rollout.EnvContext(
+    return steps.EnvContext(
         ledger=ledger, app=app, environment=env_name, target=target, checks=checks or [],
         run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=flags,
     )
 
 
 def fingerprint_env_vars(fingerprint: dict) -> dict[str, str]:
-    from slipway.flags import FlagValue, flag_env_vars
+    from slipway.record.flags import FlagValue, flag_env_vars
 
     return flag_env_vars({n: FlagValue(name=n, value=d["value"], version=d["version"]) for n, d in fingerprint.items()})
 
@@ -230,7 +232,7 @@ def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None
 @task(name="read-flags", **TRANSIENT_RETRIES)
 def read_env_flags(store_block: str, app: str, env_name: str) -> dict:
     """The environment's feature flags now (SSM, in the artifact store's account): {name: {version, value}}."""
-    from slipway.flags import flags_fingerprint, read_flags
+    from slipway.record.flags import flags_fingerprint, read_flags
 
     block = load_block(ArtifactStoreBlock, store_block)
     (ssm,) = aws_clients(block.credentials, "ssm")
@@ -338,8 +340,8 @@ def build_artifact(checkout: Checkout, spec: Spec) -> dict:
 
 @task(name="preflight", cache_policy=NO_CACHE)
 def preflight_zip(built: dict, checkout: Checkout, spec: Spec) -> list[dict]:
-    """Before anything is published or deployed: the zip's imports resolve and its handler imports (see slipway.preflight)."""
-    from slipway import preflight
+    """Before anything is published or deployed: the zip's imports resolve and its handler imports (see slipway.artifact.preflight)."""
+    from slipway.artifact import preflight
 
     source = checkout.path / spec.artifact.source
     source_files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.py") if "__pycache__" not in p.parts)
@@ -357,8 +359,9 @@ def preflight_zip(built: dict, checkout: Checkout, spec: Spec) -> list[dict]:
 @task(name="preflight-targets", cache_policy=NO_CACHE)
 def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> list[dict]:
     """Before the first deploy: each environment's credentials work, its target exists or can be created, its alarms
-    exist (one already firing is reported, not blocking). Read-only (see slipway.preflight_aws)."""
-    from slipway import preflight, preflight_aws
+    exist (one already firing is reported, not blocking). Read-only (see slipway.rollout.preflight_account)."""
+    from slipway.artifact import preflight
+    from slipway.rollout import preflight_account as preflight_aws
 
     checks = []
     for env_name in environments:
@@ -472,7 +475,7 @@ def record_image(store_block: str, image: ImageRef, checkout: Checkout, spec: Sp
 def reconcile_environment(ctx_args: dict) -> str | None:
     ctx = env_context(**ctx_args)
     try:
-        outcome = rollout.reconcile(ctx)
+        outcome = steps.reconcile(ctx)
     except RollbackError as exc:  # the deploy that follows replaces what is there; it must not be blocked
         get_run_logger().warning("could not reconcile %s first (%s); deploying over it", ctx.environment, exc)
         return None
@@ -486,7 +489,7 @@ def prepare_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
     if artifact.image is None:  # an image is pulled by digest, which the registry verifies
         open_store(ctx_args["store_block"])[0].check_intact(artifact)
     ctx = env_context(**ctx_args)
-    result = rollout.publish(ctx, artifact)
+    result = steps.publish(ctx, artifact)
     get_run_logger().info(
         "%s version %s on %s (%s)", "prepared" if result.new_version else "reused", result.version, ctx.target.name, result.code_sha256
     )
@@ -496,7 +499,7 @@ def prepare_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
 @task(name="shift-traffic", cache_policy=NO_CACHE)
 def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult) -> int:
     ctx = env_context(**ctx_args)
-    seq = rollout.shift_traffic(ctx, artifact, deployed)
+    seq = steps.shift_traffic(ctx, artifact, deployed)
     get_run_logger().info("%s → version %s (100%%)", ctx.target.name, deployed.version)
     return seq
 
@@ -504,7 +507,7 @@ def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult)
 @task(name="begin-reverify", cache_policy=NO_CACHE)
 def begin_reverify(ctx_args: dict, artifact: ArtifactRef) -> tuple[int, str]:
     ctx = env_context(**ctx_args)
-    seq, version = rollout.begin_reverify(ctx, artifact)
+    seq, version = steps.begin_reverify(ctx, artifact)
     get_run_logger().info("%s already live on %s (version %s): re-verifying only", ctx.environment, artifact.release_id, version)
     return seq, version
 
@@ -512,7 +515,7 @@ def begin_reverify(ctx_args: dict, artifact: ArtifactRef) -> tuple[int, str]:
 @task(name="verify-release", cache_policy=NO_CACHE)
 def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str, started_seq: int) -> VerifyResult:
     ctx = env_context(**ctx_args)
-    result = rollout.verify(ctx, artifact, version, started_seq)
+    result = steps.verify(ctx, artifact, version, started_seq)
     for check in result.checks:
         get_run_logger().info("smoke %s: %s (version %s, %.0f ms)", check.name, check.detail, check.executed_version, check.duration_ms or 0)
     return result
@@ -522,7 +525,7 @@ def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str, started_
 def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool, failed_run_id: str | None = None,
                           cause: dict | None = None) -> dict | None:
     ctx = env_context(**ctx_args)
-    outcome = rollout.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id,
+    outcome = steps.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id,
                                 cause=cause)
     logger = get_run_logger()
     if outcome is None:
@@ -549,7 +552,7 @@ def _alarm_client(ctx_args: dict):
 @task(name="snapshot-alarms", **TRANSIENT_RETRIES)
 def snapshot_alarms(ctx_args: dict, names: list[str]) -> dict:
     """The alarms' states before anything moves: only an alarm that is newly in ALARM later fails the stage."""
-    from slipway.alarms import AlarmGate
+    from slipway.verify.alarms import AlarmGate
 
     gate = AlarmGate.open(_alarm_client(ctx_args), names)
     evidence = gate.evidence()
@@ -560,7 +563,7 @@ def snapshot_alarms(ctx_args: dict, names: list[str]) -> dict:
 
 
 def _gate_from(ctx_args: dict, names: list[str], snapshot: dict | None):
-    from slipway.alarms import AlarmGate
+    from slipway.verify.alarms import AlarmGate
 
     if not names:
         return None
@@ -571,7 +574,7 @@ def _gate_from(ctx_args: dict, names: list[str], snapshot: dict | None):
 def check_alarms(ctx_args: dict, artifact: ArtifactRef, version: str, names: list[str], snapshot: dict, percent: int = 100) -> None:
     """Between steps, before a promotion and after an all-at-once switch: an alarm newly in ALARM fails the stage
     (and rolls back)."""
-    from slipway import progressive
+    from slipway.rollout import progressive
 
     gate = _gate_from(ctx_args, names, snapshot)
     fired = gate.check() if gate else []
@@ -582,7 +585,7 @@ def check_alarms(ctx_args: dict, artifact: ArtifactRef, version: str, names: lis
 
 @task(name="begin-progressive", cache_policy=NO_CACHE)
 def begin_progressive(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult, strategy: str, steps: list[int]) -> tuple[int, str | None]:
-    from slipway import progressive
+    from slipway.rollout import progressive
 
     ctx = env_context(**ctx_args)
     stable = ctx.target.serving()
@@ -592,7 +595,7 @@ def begin_progressive(ctx_args: dict, artifact: ArtifactRef, deployed: DeployRes
 
 @task(name="shift-weight", **TRANSIENT_RETRIES)
 def shift_weight(ctx_args: dict, artifact: ArtifactRef, stable_version: str, version: str, percent: int, started_seq: int) -> None:
-    from slipway import progressive
+    from slipway.rollout import progressive
 
     ctx = env_context(**ctx_args)
     progressive.shift(ctx, artifact, stable_version=stable_version, version=version, percent=percent, started_seq=started_seq)
@@ -605,8 +608,8 @@ def bake_and_judge(
     alarm_names: list[str], alarm_snapshot: dict | None, label: str = "", since: str | None = None,
 ) -> dict:
     """One bake: synthetic traffic (if any), alarm checks, then the verdict, recorded and returned (FAIL raises)."""
-    from slipway import progressive
-    from slipway.canary import CanaryThresholds
+    from slipway.rollout import progressive
+    from slipway.verify.canary import CanaryThresholds
 
     ctx = env_context(**ctx_args)
     env = ctx_args["spec"].environment(ctx_args["env_name"])
@@ -633,7 +636,7 @@ def bake_and_judge(
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote(ctx_args: dict, artifact: ArtifactRef, version: str, started_seq: int) -> None:
-    from slipway import progressive
+    from slipway.rollout import progressive
 
     ctx = env_context(**ctx_args)
     progressive.promote(ctx, artifact, version, started_seq)
@@ -656,7 +659,7 @@ def record_decision(ctx_args: dict, artifact: ArtifactRef, approved: bool, appro
 @task(name="check-environment", task_run_name="check {ctx_args[app]}/{ctx_args[env_name]}", **TRANSIENT_RETRIES)
 def check_environment(ctx_args: dict, heal: bool = False) -> dict:
     ctx = env_context(**ctx_args)
-    result = rollout.check_live(ctx, heal=heal)
+    result = steps.check_live(ctx, heal=heal)
     log = get_run_logger().info if result["status"] in ("ok", "empty", "in-progress") else get_run_logger().warning
     log("%s/%s: %s: %s", ctx.app, ctx.environment, result["status"], result["detail"])
     return result

@@ -47,7 +47,7 @@ def pytest_sessionfinish(session, exitstatus):
 # ---- local AWS in this process (fast: for store/ledger/rollout integration tests) --------------------------
 @pytest.fixture(scope="session")
 def aws_endpoint():
-    from slipway.localaws import LocalAws
+    from slipway.local.aws import LocalAws
 
     server = LocalAws(host="127.0.0.1", port=0, work_dir=SESSION_TMP / "inproc-aws", seed=7)
     endpoint = server.start()
@@ -65,7 +65,7 @@ def boto_session():
 # ---- the embedded local stack (Prefect server + local AWS subprocesses) for flow and CLI tests -------------
 @pytest.fixture(scope="session")
 def local_stack():
-    from slipway import localstack
+    from slipway.local import stack as localstack
 
     info = localstack.up(SESSION_TMP / "home")
     yield info

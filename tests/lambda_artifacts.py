@@ -6,7 +6,7 @@ import hashlib
 import io
 import zipfile
 
-from slipway.models import ArtifactRef
+from slipway.core.models import ArtifactRef
 
 
 def artifact(ctx, name: str, code: str) -> ArtifactRef:

@@ -11,9 +11,9 @@ import pytest
 
 
 def slipway(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI. Against the session's server it runs in this process (``slipway.cli.main``, stdout/stderr
+    """Run the CLI. Against the session's server it runs in this process (``slipway.cli.main.main``, stdout/stderr
     captured, the environment restored): a fresh interpreter costs ~2 s of imports per call. Anything else (another
-    API URL, `local`, or SLIPWAY_TEST_CLI_SUBPROCESS=1) runs `python -m slipway.cli` in a subprocess."""
+    API URL, `local`, or SLIPWAY_TEST_CLI_SUBPROCESS=1) runs `python -m slipway.cli.main` in a subprocess."""
     if os.environ.get("SLIPWAY_TEST_CLI_SUBPROCESS") or args[:1] == ("local",) or not _this_sessions_server(env):
         return subprocess.run([sys.executable, "-m", "slipway.cli", *args], text=True, capture_output=True,
                               env={**os.environ, **(env or {})}, timeout=300)
@@ -31,7 +31,7 @@ def _in_process(args: tuple[str, ...], env: dict) -> subprocess.CompletedProcess
     import contextlib
     import io
 
-    from slipway.cli import main
+    from slipway.cli.main import main
 
     out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
     os.environ.update(env)

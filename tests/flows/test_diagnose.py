@@ -113,7 +113,7 @@ def test_a_smoke_check_failing_on_a_correctly_packaged_release_is_a_code_defect(
 
 
 def test_a_missing_environment_variable_is_configuration_with_the_diff_against_the_last_verified_release(prefect_api, app_repo):
-    from slipway.flags import set_flag
+    from slipway.record.flags import set_flag
 
     repo = app_repo()
     ssm = _aws(prefect_api, "ssm")
@@ -232,7 +232,7 @@ def test_the_release_report_links_the_diagnosis(prefect_api, app_repo):
 
 
 def test_a_flag_change_redeploys_the_same_artifact_and_an_unchanged_re_release_only_re_verifies(prefect_api, app_repo):
-    from slipway.flags import set_flag
+    from slipway.record.flags import set_flag
     from tasks.release_tasks import open_store
 
     repo = app_repo()
@@ -270,7 +270,7 @@ def test_flags_through_the_cli(prefect_api):
 
 
 def test_a_failing_flag_redeploy_goes_back_to_the_live_version_and_the_diagnosis_names_the_flag(prefect_api, app_repo):
-    from slipway.flags import set_flag
+    from slipway.record.flags import set_flag
     from tasks.release_tasks import open_store
 
     repo = app_repo()

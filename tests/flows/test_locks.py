@@ -91,7 +91,7 @@ def test_a_lock_left_by_a_killed_run_is_given_back_as_soon_as_the_run_is_marked_
     from prefect.states import Crashed
 
     from conftest import ROOT
-    from slipway.errors import DeployError
+    from slipway.core.errors import DeployError
     from tasks.locks import environment_lock
 
     repo = app_repo()

@@ -18,7 +18,7 @@ def lam_client(prefect_api):
 def test_verify_reports_drift_heals_it_and_then_passes(prefect_api, app_repo):
     from flows.maintain import verify_live
     from flows.release import release
-    from slipway.errors import ReleaseFailed
+    from slipway.core.errors import ReleaseFailed
     from tasks.release_tasks import open_store
 
     lam = lam_client(prefect_api)

@@ -12,7 +12,7 @@ def test_an_unpackaged_import_stops_the_release_before_anything_is_published(pre
     import boto3
 
     from flows.release import release
-    from slipway.preflight import PreflightFailed
+    from slipway.artifact.preflight import PreflightFailed
 
     repo = app_repo()
     # pluggy is in the test venv (pytest needs it), so the app's tests pass; nothing packages it into the zip

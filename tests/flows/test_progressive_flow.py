@@ -65,7 +65,7 @@ def latest_artifact(key: str) -> str:
 
 def test_a_clean_canary_is_promoted_and_a_30_percent_error_canary_is_rolled_back_with_its_verdict(prefect_api, app_repo):
     from flows.release import release
-    from slipway.errors import ReleaseFailed
+    from slipway.core.errors import ReleaseFailed
 
     lam = lam_client(prefect_api)
     repo = canary_repo(app_repo)

@@ -78,7 +78,7 @@ def test_release_goes_live_everywhere_and_an_unchanged_rerelease_reuses_artifact
 
 
 def test_a_failing_smoke_check_rolls_dev_back_and_leaves_staging_and_prod_untouched(prefect_api, clients, app_repo):
-    from slipway.errors import ReleaseFailed
+    from slipway.core.errors import ReleaseFailed
 
     lam, _ = clients
     repo = app_repo()
@@ -105,7 +105,7 @@ def test_a_failing_smoke_check_rolls_dev_back_and_leaves_staging_and_prod_untouc
 
 
 def test_failing_tests_stop_the_release_before_anything_is_published(prefect_api, clients, app_repo):
-    from slipway.errors import TestsFailed
+    from slipway.core.errors import TestsFailed
 
     lam, s3 = clients
     repo = app_repo()
@@ -122,7 +122,7 @@ def test_failing_tests_stop_the_release_before_anything_is_published(prefect_api
 
 
 def test_a_hostile_repo_url_is_refused_before_anything_runs(prefect_api, tmp_path):
-    from slipway.errors import InputError
+    from slipway.core.errors import InputError
 
     marker = tmp_path / "pwned"
     state, err = run_release(repo_url=f"ext::sh -c touch% {marker}", ref="main")
@@ -133,7 +133,7 @@ def test_a_hostile_repo_url_is_refused_before_anything_runs(prefect_api, tmp_pat
 
 
 def test_an_unknown_ref_is_named(prefect_api, app_repo):
-    from slipway.errors import CloneError
+    from slipway.core.errors import CloneError
 
     repo = app_repo()
     state, err = run_release(repo_url=repo.url, ref="no-such-branch")
@@ -174,7 +174,7 @@ def test_manual_rollback_returns_to_the_previous_verified_release_and_can_target
 
 def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(prefect_api, clients, app_repo):
     """Simulate a run that died between shifting traffic and verifying: the ledger shows it in progress."""
-    from slipway import rollout
+    from slipway.rollout import steps
     from tasks.release_tasks import env_context, open_store
 
     lam, _ = clients
@@ -184,9 +184,9 @@ def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(p
     store, _ledger = open_store("default")
     artifact = store.find_build(repo.app, _build_key_of(repo, "v1"))
     ctx = env_context(repo.app, "dev", "default", location={"function": f"{repo.app}-dev", "alias": "live"}, target_block=None)
-    from slipway.models import DeployResult
+    from slipway.core.models import DeployResult
 
-    rollout.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",
+    steps.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",
                                                       previous_version="1", code_sha256=""))
     assert ctx.head().status == "in-progress"
 
@@ -201,7 +201,7 @@ def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(p
 def _build_key_of(repo, ref: str) -> str:
     from conftest import git
     from slipway import BUILDER_VERSION
-    from slipway.spec import load_spec
+    from slipway.spec.loading import load_spec
 
     return load_spec(repo.path).build_key(git(repo.path, "rev-parse", ref), BUILDER_VERSION)
 
@@ -210,7 +210,7 @@ def test_unusable_credentials_stop_the_release_before_the_clone(prefect_api, app
     from prefect_aws import AwsCredentials
 
     from blocks import ArtifactStoreBlock
-    from slipway.errors import CredentialsError
+    from slipway.core.errors import CredentialsError
 
     creds = AwsCredentials(profile_name="slipway-no-such-profile", region_name="us-east-1")
     ArtifactStoreBlock(bucket="slipway-local-artifacts", credentials=creds).save("broken-creds", overwrite=True)

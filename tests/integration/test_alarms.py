@@ -18,8 +18,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from slipway.alarms import AlarmGate, snapshot
-from slipway.errors import VerificationFailed
+from slipway.verify.alarms import AlarmGate, snapshot
+from slipway.core.errors import VerificationFailed
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from slipway.canary import judge
-from slipway.lambda_metrics import version_sample
-from slipway.traffic import drive_lambda, parse_rate
+from slipway.verify.canary import judge
+from slipway.verify.lambda_metrics import version_sample
+from slipway.spec.schema import parse_rate
+from slipway.verify.traffic import drive_lambda
 
 STABLE = "def handler(event, context):\n    return {'statusCode': 200}\n"
 CANARY = (

@@ -30,16 +30,17 @@ import docker.errors
 import pytest
 
 from clocks import FakeClock
-from slipway.canary import CanaryThresholds, judge
-from slipway.container_targets import DockerHostTarget, EcsTarget
-from slipway.docker_host import managed_containers
-from slipway.ecs_target import EcsSettings
-from slipway.errors import DeployError
-from slipway.models import ArtifactRef, ImageRef
-from slipway.proxy import NginxProxy
-from slipway.proxy_metrics import sample_from_access_log
-from slipway.registry import push_image
-from slipway.traffic import drive_http
+from slipway.verify.canary import CanaryThresholds, judge
+from slipway.targets.docker_host import DockerHostTarget
+from slipway.targets.ecs import EcsTarget
+from slipway.targets.docker_engine import managed_containers
+from slipway.targets.ecs import EcsSettings
+from slipway.core.errors import DeployError
+from slipway.core.models import ArtifactRef, ImageRef
+from slipway.targets.nginx import NginxProxy
+from slipway.verify.nginx_metrics import sample_from_access_log
+from slipway.artifact.registry import push_image
+from slipway.verify.traffic import drive_http
 
 SERVE = r"""#!/bin/sh
 set -e

@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import docker.errors
 import pytest
 
-from slipway.docker_host import ContainerSlot, deploy_blue_green, managed_containers, run_release_container
-from slipway.errors import DeployError, VerificationFailed
-from slipway.http_verify import run_http_checks
-from slipway.proxy import NginxProxy
+from slipway.targets.docker_engine import ContainerSlot, deploy_blue_green, managed_containers, run_release_container
+from slipway.core.errors import DeployError, VerificationFailed
+from slipway.verify.http_checks import run_http_checks
+from slipway.targets.nginx import NginxProxy
 
 pytestmark = pytest.mark.docker
 
@@ -398,7 +398,7 @@ def test_a_route_written_but_never_reloaded_is_reloaded_by_the_next_identical_ro
     import http.server
     import threading
 
-    from slipway.proxy import NginxProxy
+    from slipway.targets.nginx import NginxProxy
 
     servers = []
     for text in (b"old", b"new"):

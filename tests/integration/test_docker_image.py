@@ -19,9 +19,9 @@ import docker
 import pytest
 from pydantic import SecretStr
 
-from slipway.docker_image import BuiltImage, build_image, image_tag, oci_labels
-from slipway.errors import BuildError, CredentialsError, PublishError
-from slipway.registry import RegistryAuth, push_image, remote_digest
+from slipway.artifact.image import BuiltImage, build_image, image_tag, oci_labels
+from slipway.core.errors import BuildError, CredentialsError, PublishError
+from slipway.artifact.registry import RegistryAuth, push_image, remote_digest
 
 pytestmark = pytest.mark.docker
 

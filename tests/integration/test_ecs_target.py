@@ -1,4 +1,4 @@
-"""slipway.ecs_target against an in-process moto server, plus the stability rule against hand-written fakes.
+"""slipway.targets.ecs against an in-process moto server, plus the stability rule against hand-written fakes.
 
 moto's state is global to the process and other modules run LocalAws servers in it too: every test uses its
 own uuid-named cluster, family and service, and nothing here resets moto.
@@ -20,8 +20,8 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from slipway.ecs_target import EcsSettings, deploy, register_revision, roll_back, wait_stable
-from slipway.errors import DeployError, RollbackError
+from slipway.targets.ecs import EcsSettings, deploy, register_revision, roll_back, wait_stable
+from slipway.core.errors import DeployError, RollbackError
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

@@ -2,7 +2,7 @@
 
 moto's SSM keeps versions, descriptions and history and pages GetParametersByPath at 10 parameters, as AWS does.
 What it does differently, and how the tests cope:
-- it accepts values longer than 4096 characters (AWS refuses them in the standard tier): slipway/flags.py checks
+- it accepts values longer than 4096 characters (AWS refuses them in the standard tier): slipway/record/flags.py checks
   the length itself, and the tests check that refusal happens before any call;
 - it never denies access, so the AccessDenied translation is tested with botocore's Stubber on an offline client;
 - history entries carry LastModifiedUser "N/A" (AWS: the caller's ARN); Slipway records the actor in the
@@ -17,8 +17,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from slipway.errors import CredentialsError, DeployError, InputError
-from slipway.flags import (
+from slipway.core.errors import CredentialsError, DeployError, InputError
+from slipway.record.flags import (
     FlagValue,
     delete_flag,
     diff_flags,

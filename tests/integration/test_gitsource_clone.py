@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from slipway.errors import CloneError, InputError
-from slipway.gitsource import clone_at_ref
+from slipway.core.errors import CloneError, InputError
+from slipway.source.git import clone_at_ref
 
 
 def git(repo, *args):

@@ -23,7 +23,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from slipway.localaws import LocalAws
+from slipway.local.aws import LocalAws
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -298,7 +298,7 @@ def test_other_services_pass_through_untouched(clients):
 def test_module_entry_point_writes_ready_file_and_exits_zero_on_sigterm(tmp_path):
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "slipway.localaws", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "slipway.local.aws", "--host", "127.0.0.1", "--port", "0",
          "--work-dir", str(tmp_path / "work"), "--ready-file", str(ready)],
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

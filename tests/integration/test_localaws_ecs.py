@@ -2,7 +2,7 @@
 
 import uuid
 
-from slipway.ecs_target import EcsSettings, wait_stable
+from slipway.targets.ecs import EcsSettings, wait_stable
 
 
 def test_update_service_leaves_one_completed_primary_deployment_on_the_new_revision(aws_endpoint, boto_session):

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from slipway.preflight_aws import check_alarms, check_identity, check_lambda_target
+from slipway.rollout.preflight_account import check_alarms, check_identity, check_lambda_target
 
 
 @pytest.fixture

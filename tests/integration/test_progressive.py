@@ -10,12 +10,13 @@ import pytest
 
 from clocks import FakeClock
 from lambda_artifacts import artifact
-from slipway import progressive, rollout
-from slipway.canary import CanaryThresholds
-from slipway.errors import CanaryFailed
-from slipway.lambda_target import LambdaSettings, LambdaTarget, alias_version
-from slipway.ledger import Ledger
-from slipway.models import ArtifactRef
+from slipway.rollout import progressive
+from slipway.rollout import steps
+from slipway.verify.canary import CanaryThresholds
+from slipway.core.errors import CanaryFailed
+from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, alias_version
+from slipway.record.ledger import Ledger
+from slipway.core.models import ArtifactRef
 
 GOOD = "def handler(event, context):\n    return {'statusCode': 200, 'v': %r}\n"
 THIRTY_PERCENT_ERRORS = (
@@ -46,15 +47,15 @@ def env(aws_endpoint, boto_session):
     app = f"pg{uuid.uuid4().hex[:8]}"
     settings = LambdaSettings(function_name=f"{app}-prod", alias="live", role_arn=role, handler="app.handler", runtime="python3.11")
     target = LambdaTarget(lam, settings, sleep=lambda s: None, cw=cw, metrics_period_s=1, metrics_delay_s=0)
-    ctx = rollout.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=CHECKS, run_id="run-A")
+    ctx = steps.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=CHECKS, run_id="run-A")
     ctx.lam, ctx.s3, ctx.bucket, ctx.cw = lam, s3, bucket, cw  # type: ignore[attr-defined]
     return ctx
 
 
 def release_all_at_once(ctx, art: ArtifactRef) -> str:
-    deployed = rollout.publish(ctx, art)
-    seq = rollout.shift_traffic(ctx, art, deployed)
-    rollout.verify(ctx, art, deployed.version, seq)
+    deployed = steps.publish(ctx, art)
+    seq = steps.shift_traffic(ctx, art, deployed)
+    steps.verify(ctx, art, deployed.version, seq)
     return deployed.version
 
 
@@ -65,7 +66,7 @@ def settings(duration_s: float = 120, rate: float = 1.0, events=EVENTS, threshol
 
 def canary(ctx, art: ArtifactRef, steps: list[int], bake: progressive.BakeSettings, clock: FakeClock, gate=None):
     """Run a canary the way the flow does; returns (version, started_seq, verdicts). FAIL raises."""
-    deployed = rollout.publish(ctx, art)
+    deployed = steps.publish(ctx, art)
     stable = deployed.previous_version
     seq = progressive.begin_progressive(ctx, art, deployed, "canary", steps)
     verdicts = []
@@ -76,7 +77,7 @@ def canary(ctx, art: ArtifactRef, steps: list[int], bake: progressive.BakeSettin
         if verdicts[-1].verdict != "PASS":
             return deployed.version, seq, verdicts
     progressive.promote(ctx, art, deployed.version, seq)
-    rollout.verify(ctx, art, deployed.version, seq)
+    steps.verify(ctx, art, deployed.version, seq)
     return deployed.version, seq, verdicts
 
 
@@ -118,7 +119,7 @@ def test_a_canary_failing_30_percent_of_requests_is_caught_and_traffic_returns_t
     assert routing(env) != {}  # still split: the rollback is what puts traffic back
     assert env.head().canary == {"version": "2", "percent": 50, "stable_version": stable}
 
-    outcome = rollout.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message,
+    outcome = steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message,
                                 cause={"verdict": "FAIL", "reason": verdict["reason"]})
     assert outcome.to_release == "r1"
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
@@ -157,7 +158,7 @@ def test_too_little_traffic_is_inconclusive_never_a_pass(env):
 # ---- alarm gates ------------------------------------------------------------------------------------------
 @pytest.fixture
 def alarms(env):
-    from slipway.alarms import AlarmGate
+    from slipway.verify.alarms import AlarmGate
 
     names = {}
     for role in ("incident", "errors"):
@@ -202,20 +203,20 @@ def test_an_alarm_newly_in_alarm_during_the_bake_fails_the_stage(env, alarms):
     assert sum(clock.slept) < 60  # stopped at the first check after the alarm (every 15 s), not at the end of the bake
     last = env.ledger.entries(env.app, "prod")[-1]
     assert last.kind == "alarm-fired" and last.detail["alarms"]["newly_alarming"][0]["name"] == names["errors"]
-    rollout.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message)
+    steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message)
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
 
 
 def test_a_run_killed_mid_canary_is_reconciled_by_the_next_one_with_the_split_removed(env):
     stable = release_all_at_once(env, artifact(env, "r1", GOOD % "1"))
     r2 = artifact(env, "r2", GOOD % "2")
-    deployed = rollout.publish(env, r2)
+    deployed = steps.publish(env, r2)
     seq = progressive.begin_progressive(env, r2, deployed, "canary", [10, 100])
     progressive.shift(env, r2, stable_version=stable, version=deployed.version, percent=10, started_seq=seq)
     assert routing(env) == {deployed.version: 0.1}
     # ... the run is killed here. The next run (holding the lock) finds the in-progress record:
     env.run_id = "run-B"
-    outcome = rollout.reconcile(env)
+    outcome = steps.reconcile(env)
     assert outcome is not None and outcome.to_release == "r1" and outcome.from_version == deployed.version
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
     head = env.head()
@@ -224,7 +225,7 @@ def test_a_run_killed_mid_canary_is_reconciled_by_the_next_one_with_the_split_re
 
 
 def test_a_linear_release_moves_in_equal_steps_and_judges_each(env):
-    from slipway.spec import LinearStrategy, Strategy
+    from slipway.spec.schema import LinearStrategy, Strategy
 
     steps = Strategy(linear=LinearStrategy(step=40, interval=60)).steps()
     assert steps == [40, 80, 100]

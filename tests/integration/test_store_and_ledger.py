@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from slipway.errors import CredentialsError, DeployError, PublishError
-from slipway.ledger import Ledger, LedgerEntry
-from slipway.models import Provenance
-from slipway.store import ArtifactStore
+from slipway.core.errors import CredentialsError, DeployError, PublishError
+from slipway.record.ledger import Ledger, LedgerEntry
+from slipway.core.models import Provenance
+from slipway.artifact.store import ArtifactStore
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from conftest import git
 
-from slipway.build import build_lambda_zip
-from slipway.errors import ArtifactTooLarge, BuildError, CloneError, InputError, SpecError
-from slipway.gitsource import clone_at_ref
-from slipway.preflight import check_handler_imports, check_size, lambda_zip_checks
-from slipway.spec import check_spec_against_checkout, load_spec
+from slipway.artifact.lambda_zip import build_lambda_zip
+from slipway.core.errors import ArtifactTooLarge, BuildError, CloneError, InputError, SpecError
+from slipway.source.git import clone_at_ref
+from slipway.artifact.preflight import check_handler_imports, check_size, lambda_zip_checks
+from slipway.spec.loading import check_spec_against_checkout, load_spec
 
 CLOSED_PREFECT_API = "http://127.0.0.1:9/api"
 SECRET = "s3cret-t0ken"

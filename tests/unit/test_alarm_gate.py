@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from slipway.alarms import AlarmGate, AlarmState, describe_gate, newly_alarming, snapshot
-from slipway.errors import CredentialsError, VerificationFailed
+from slipway.verify.alarms import AlarmGate, AlarmState, describe_gate, newly_alarming, snapshot
+from slipway.core.errors import CredentialsError, VerificationFailed
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 

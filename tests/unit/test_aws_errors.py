@@ -2,8 +2,8 @@
 
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from slipway.aws import is_transient, translate
-from slipway.errors import CredentialsError, DeployError
+from slipway.core.aws import is_transient, translate
+from slipway.core.errors import CredentialsError, DeployError
 
 
 def client_error(code: str, status: int = 400) -> ClientError:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from slipway.build import BuiltZip, build_lambda_zip, install_dependencies
-from slipway.errors import ArtifactTooLarge, BuildError, SpecError
+from slipway.artifact.lambda_zip import BuiltZip, build_lambda_zip, install_dependencies
+from slipway.core.errors import ArtifactTooLarge, BuildError, SpecError
 
 SOURCE_FILES = {
     "app.py": b"def handler(event, context):\n    return {'ok': True}\n",

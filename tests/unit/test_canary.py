@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from slipway.canary import (
+from slipway.verify.canary import (
     CanaryThresholds,
     SideSample,
     judge,

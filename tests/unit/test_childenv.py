@@ -1,4 +1,4 @@
-from slipway.childenv import scrubbed_environ
+from slipway.core.childenv import scrubbed_environ
 
 
 def test_credentials_and_install_redirects_are_removed_pip_settings_kept():

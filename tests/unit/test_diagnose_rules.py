@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from slipway.diagnose import FailureRecord, ReleaseDiff, compute_diff, diagnose, env_key_changes, redacted_spec, spec_env_vars
+from slipway.record.diagnose import FailureRecord, ReleaseDiff, compute_diff, diagnose, env_key_changes, redacted_spec, spec_env_vars
 
 
 def record(stage: str, *, ref: str = "x", message: str = "it failed", evidence: dict | None = None, transient: bool = False,

@@ -1,7 +1,7 @@
 import pytest
 
-from slipway.errors import InputError
-from slipway.gitsource import validate_ref, validate_repo_url
+from slipway.core.errors import InputError
+from slipway.source.git import validate_ref, validate_repo_url
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_the_askpass_helper_answers_only_the_validated_host(tmp_path):
 
     from pydantic import SecretStr
 
-    from slipway.gitsource import _git_env
+    from slipway.source.git import _git_env
 
     env = _git_env(tmp_path, SecretStr("tok"), None, "git.example.com")
     askpass = env["GIT_ASKPASS"]

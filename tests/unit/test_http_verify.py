@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from slipway.docker_host import wait_healthy
-from slipway.errors import DeployError, SpecError
-from slipway.http_verify import http_check, run_http_checks
+from slipway.targets.docker_engine import wait_healthy
+from slipway.core.errors import DeployError, SpecError
+from slipway.verify.http_checks import http_check, run_http_checks
 
 
 class _Handler(BaseHTTPRequestHandler):

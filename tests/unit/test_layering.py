@@ -1,10 +1,26 @@
-"""slipway/ never imports Prefect or the Prefect-side packages (STYLE.md: arrows point down only)."""
+"""The architecture, enforced: which folder of ``slipway/`` may import which (arrows point down only), and
+``slipway/`` never imports Prefect or the Prefect-side packages (flows, tasks, blocks, deployments)."""
 
 import ast
 from pathlib import Path
 
-FORBIDDEN = ("prefect", "prefect_aws", "flows", "tasks", "blocks", "deployments")
 ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "slipway"
+FORBIDDEN = ("prefect", "prefect_aws", "flows", "tasks", "blocks", "deployments")
+
+# folder -> the folders it may import (besides itself). Read it bottom-up: core is the floor; the CLI is the roof.
+ALLOWED = {
+    "core": set(),                       # errors and references, models, AWS clients, home, child environments
+    "spec": {"core"},                    # slipway.yaml: schema and loading
+    "source": {"core", "spec"},          # clone a pinned commit, run the repository's tests
+    "artifact": {"core", "spec"},        # build once (zip, image), preflight, registry, immutable store
+    "verify": {"core"},                  # checks, traffic, metrics, alarms, canary statistics
+    "targets": {"core", "verify"},       # Lambda, Docker host (+ nginx), ECS behind one protocol
+    "record": {"core", "spec"},          # ledger, flags, reports, diagnosis
+    "rollout": {"core", "spec", "artifact", "targets", "verify", "record"},  # planning, staged steps, canaries
+    "local": {"core", "targets", "verify"},  # the embedded stack and the demo
+    "cli": {"core", "spec", "source", "artifact", "verify", "targets", "record", "rollout", "local"},
+}
 
 
 def imported_modules(path: Path):
@@ -15,12 +31,43 @@ def imported_modules(path: Path):
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             yield node.lineno, node.module
+            if node.module == "slipway":  # from slipway import ledger
+                for alias in node.names:
+                    yield node.lineno, f"slipway.{alias.name}"
+
+
+def folder_of(path: Path) -> str | None:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def test_every_folder_of_slipway_is_in_the_arrow_table():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(ALLOWED)
+
+
+def test_slipway_has_no_loose_modules_besides_its_init():
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py"]
+
+
+def test_imports_between_folders_follow_the_arrow_table():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        src = folder_of(path)
+        for line, name in imported_modules(path):
+            parts = name.split(".")
+            if parts[0] != "slipway" or len(parts) < 2 or parts[1] not in ALLOWED:
+                continue
+            dst = parts[1]
+            if src is None or (dst != src and dst not in ALLOWED[src]):
+                offenders.append(f"{path.relative_to(ROOT)}:{line} ({src}) imports {name}")
+    assert offenders == []
 
 
 def test_slipway_package_imports_no_prefect_module():
     offenders = [
         f"{path.relative_to(ROOT)}:{line} imports {name}"
-        for path in sorted((ROOT / "slipway").rglob("*.py"))
+        for path in sorted(PACKAGE.rglob("*.py"))
         for line, name in imported_modules(path)
         if name.split(".")[0] in FORBIDDEN
     ]
@@ -28,5 +75,5 @@ def test_slipway_package_imports_no_prefect_module():
 
 
 def test_the_cli_reaches_prefect_only_through_importlib():
-    text = (ROOT / "slipway" / "cli.py").read_text()
+    text = (PACKAGE / "cli" / "main.py").read_text()
     assert 'importlib.import_module("deployments.runner")' in text

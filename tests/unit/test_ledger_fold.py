@@ -1,4 +1,4 @@
-from slipway.ledger import EnvHead, LedgerEntry, fold
+from slipway.record.ledger import EnvHead, LedgerEntry, fold
 
 
 def entry(seq, kind, release=None, version=None, **kw):

@@ -1,9 +1,9 @@
 import pytest
 
-from slipway.errors import InputError
-from slipway.ledger import EnvHead, InProgress, LiveRelease
-from slipway.planning import plan_rollout
-from slipway.spec import parse_spec
+from slipway.core.errors import InputError
+from slipway.record.ledger import EnvHead, InProgress, LiveRelease
+from slipway.rollout.planning import plan_rollout
+from slipway.spec.loading import parse_spec
 
 SPEC = parse_spec(
     """

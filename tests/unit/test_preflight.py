@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from slipway.errors import SpecError
-from slipway.preflight import (
+from slipway.core.errors import SpecError
+from slipway.artifact.preflight import (
     PreflightCheck,
     PreflightFailed,
     check_handler_imports,

@@ -1,4 +1,4 @@
-"""Per-version canary samples from nginx access-log lines (slipway.proxy_metrics), on files written by the test."""
+"""Per-version canary samples from nginx access-log lines (slipway.verify.nginx_metrics), on files written by the test."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from slipway.canary import SideSample
-from slipway.proxy_metrics import SLACK_S, sample_from_access_log
+from slipway.verify.canary import SideSample
+from slipway.verify.nginx_metrics import SLACK_S, sample_from_access_log
 
 START = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 END = START + timedelta(seconds=60)

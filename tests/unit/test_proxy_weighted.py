@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from slipway.errors import DeployError
-from slipway.proxy import NginxProxy
+from slipway.core.errors import DeployError
+from slipway.targets.nginx import NginxProxy
 
 NO_NGINX = "/nonexistent/nginx"  # any call that reached nginx would fail with proxy-unavailable
 

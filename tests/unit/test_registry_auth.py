@@ -9,8 +9,8 @@ import pytest
 from moto import mock_aws
 from pydantic import SecretStr
 
-from slipway.errors import PublishError
-from slipway.registry import RegistryAuth, ecr_auth, remote_digest
+from slipway.core.errors import PublishError
+from slipway.artifact.registry import RegistryAuth, ecr_auth, remote_digest
 
 
 def test_ecr_auth_gives_the_registry_host_and_a_hidden_password():

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from slipway.errors import SpecError
-from slipway.spec import check_spec_against_checkout, load_spec, parse_spec
+from slipway.core.errors import SpecError
+from slipway.spec.loading import check_spec_against_checkout, load_spec, parse_spec
 
 GOOD = """
 app: hello

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from slipway.errors import SpecError, TestsFailed
-from slipway.testrun import TestReport, ensure_test_env, parse_failed_tests, run_tests
+from slipway.core.errors import SpecError, TestsFailed
+from slipway.source.testrun import TestReport, ensure_test_env, parse_failed_tests, run_tests
 
 
 def _repack_as_wheel(dist: importlib.metadata.Distribution, wheelhouse: Path) -> None:

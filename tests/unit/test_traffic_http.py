@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from clocks import FakeClock
-from slipway.traffic import drive_http
+from slipway.verify.traffic import drive_http
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-from slipway.verify import subset_mismatch
+from slipway.verify.lambda_checks import subset_mismatch
 
 
 def test_subset_of_a_proxy_reply_matches():

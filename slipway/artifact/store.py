@@ -1,0 +1,253 @@
+"""The artifact store: content-addressed, immutable objects in S3.
+
+Layout under the bucket and prefix::
+
+    artifacts/{app}/{sha256}.zip             the artifact (conditional write: never overwritten)
+    artifacts/{app}/{sha256}.manifest.json   its provenance manifest
+    builds/{app}/{build_key}.json            build pointer: commit + build config -> artifact (reuse, no rebuild)
+    ledger/{app}/{env}/...                   the ledger (see ledger.py)
+    diagnostics/{app}/{at}-{run}.json        a failed release's record, read by `slipway diagnose` (see diagnose.py)
+
+S3 (and moto) do not verify a client-sent checksum for us in every case, so every upload is read back
+and hashed client-side.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import uuid
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from slipway.core.aws import aws_call, error_code, is_not_found, is_precondition_failed, translate
+from slipway.core.errors import DeployError, PublishError
+from slipway.core.models import ArtifactRef, Provenance
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ArtifactStore:
+    def __init__(self, s3, bucket: str, prefix: str = "", kms_key_id: str | None = None) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = (prefix.strip("/") + "/") if prefix.strip("/") else ""
+        self.kms_key_id = kms_key_id
+
+    # ---- keys -----------------------------------------------------------------------------------
+    def artifact_key(self, app: str, sha256: str) -> str:
+        return f"{self.prefix}artifacts/{app}/{sha256}.zip"
+
+    def manifest_key(self, app: str, sha256: str) -> str:
+        return f"{self.prefix}artifacts/{app}/{sha256}.manifest.json"
+
+    def build_pointer_key(self, app: str, build_key: str) -> str:
+        return f"{self.prefix}builds/{app}/{build_key}.json"
+
+    def diagnostics_prefix(self, app: str) -> str:
+        return f"{self.prefix}diagnostics/{app}/"
+
+    # ---- failure records (read by `slipway diagnose`) -------------------------------------------------
+    def put_failure_record(self, app: str, at: str, run_id: str | None, record: dict) -> str:
+        """Store a failed release's record under a key that sorts by time; returns the key."""
+        stamp = re.sub(r"[^0-9]", "", at)[:17]
+        key = f"{self.diagnostics_prefix(app)}{stamp}-{(run_id or uuid.uuid4().hex)[:36]}.json"
+        body = json.dumps(record, sort_keys=True, default=str).encode()
+        if not self._put_if_absent(key, body, "application/json") and self._get_json(key) != json.loads(body):
+            raise PublishError(f"another failure record already exists at s3://{self.bucket}/{key}", ref="record-exists")
+        return key  # written, or written by an earlier attempt of this same call
+
+    def read_failure_record(self, key: str) -> dict | None:
+        if not key.startswith(self.prefix + "diagnostics/"):
+            key = self.prefix + key
+        return self._get_json(key)
+
+    def failure_records(self, app: str, limit: int = 50) -> list[tuple[str, dict]]:
+        """The newest ``limit`` failure records of an app, newest first."""
+        paginator = self.s3.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.diagnostics_prefix(app)):
+                keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+        except ClientError as exc:
+            raise translate(exc, PublishError, f"list the failure records of {app}", target=self.bucket) from exc
+        out = []
+        for key in sorted(keys, reverse=True)[:limit]:
+            data = self._get_json(key)
+            if data is not None:
+                out.append((key, data))
+        return out
+
+    # ---- checks ---------------------------------------------------------------------------------
+    def check_access(self) -> None:
+        """Fail early (before any side effect) when the bucket is missing or the credentials are refused."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise PublishError(
+                    f"artifact bucket {self.bucket!r} does not exist",
+                    hint="create it (or run `slipway local up`) and check the artifact-store block",
+                    ref="bucket-missing",
+                ) from exc
+            if error_code(exc) in ("403", "Forbidden"):
+                from slipway.core.errors import CredentialsError
+
+                raise CredentialsError(
+                    f"AWS refused access to the artifact bucket {self.bucket!r}",
+                    hint="check the credentials in the aws-credentials block and the bucket policy",
+                    ref="credentials-refused",
+                ) from exc
+            raise translate(exc, PublishError, "reach the artifact bucket", target=self.bucket) from exc
+        except Exception as exc:  # botocore non-client errors: no credentials, unreachable endpoint
+            from botocore.exceptions import BotoCoreError
+
+            if isinstance(exc, BotoCoreError):
+                raise translate(exc, PublishError, "reach the artifact bucket", target=self.bucket) from exc
+            raise
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def _get_json(self, key: str) -> dict | None:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise translate(exc, PublishError, f"read s3://{self.bucket}/{key}") from exc
+        return json.loads(body)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if is_not_found(exc):
+                return False
+            raise translate(exc, PublishError, f"check s3://{self.bucket}/{key}") from exc
+
+    def find_build(self, app: str, build_key: str) -> ArtifactRef | None:
+        """The artifact already built from this commit + build config, if it is still stored."""
+        pointer = self._get_json(self.build_pointer_key(app, build_key))
+        if not pointer:
+            return None
+        ref = ArtifactRef.model_validate({**pointer, "reused": True})
+        if not self._exists(ref.key):
+            return None
+        return ref
+
+    def read_manifest(self, app: str, sha256: str) -> Provenance | None:
+        data = self._get_json(self.manifest_key(app, sha256))
+        return Provenance.model_validate(data) if data else None
+
+    def check_intact(self, ref: ArtifactRef) -> None:
+        """Before a deploy: the stored zip still hashes to its published digest (streamed, nothing kept). An object
+        replaced after publishing (a plain PUT by anyone with write access to the bucket) is refused."""
+        actual = self._read_back_sha256(ref.key)
+        if actual != ref.sha256:
+            raise DeployError(
+                f"artifact {ref.uri} does not match its published digest (stored sha256 {actual[:12]}…, published {ref.sha256[:12]}…): "
+                "it was modified after publishing",
+                target=ref.uri,
+                hint=f"nothing was deployed; find out who wrote it, then delete s3://{ref.bucket}/{ref.key} so the next release "
+                     "rebuilds and publishes it again",
+                ref="artifact-tampered", evidence={"stored_sha256": actual, "published_sha256": ref.sha256},
+            )
+
+    def download_verified(self, ref: ArtifactRef, dest: Path) -> Path:
+        """Download and check the sha256 (refuses an artifact tampered with after publishing)."""
+        obj = aws_call(DeployError, "download the artifact", self.s3.get_object, Bucket=ref.bucket, Key=ref.key, target=ref.uri)
+        data = obj["Body"].read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != ref.sha256:
+            raise DeployError(
+                f"artifact {ref.uri} does not match its digest (sha256 {actual[:12]}…, expected {ref.sha256[:12]}…)",
+                hint="the stored object was modified after publishing; rebuild and publish again",
+                ref="artifact-tampered",
+            )
+        dest.write_bytes(data)
+        return dest
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def _put_if_absent(self, key: str, body: bytes, content_type: str) -> bool:
+        """Conditional write. True if written, False if an object was already there (never overwritten)."""
+        extra = {}
+        if self.kms_key_id:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                IfNoneMatch="*",
+                ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
+                **extra,
+            )
+            return True
+        except ClientError as exc:
+            if is_precondition_failed(exc):
+                return False
+            raise translate(exc, PublishError, f"write s3://{self.bucket}/{key}", target=key) from exc
+
+    def _read_back_sha256(self, key: str) -> str:
+        obj = aws_call(PublishError, "read back the uploaded artifact", self.s3.get_object, Bucket=self.bucket, Key=key)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: obj["Body"].read(1 << 20), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def publish(self, zip_path: Path, provenance: Provenance) -> ArtifactRef:
+        """Store the zip under its sha256 with its manifest and build pointer. Already stored → reused."""
+        app, sha = provenance.app, provenance.artifact_sha256
+        local_sha = sha256_file(zip_path)
+        if local_sha != sha:
+            raise PublishError(f"built zip {zip_path.name} does not match its recorded sha256", hint="rebuild", ref="artifact-digest-mismatch")
+        key = self.artifact_key(app, sha)
+        written = False
+        if not self._exists(key):
+            written = self._put_if_absent(key, zip_path.read_bytes(), "application/zip")
+        stored_sha = self._read_back_sha256(key)
+        if stored_sha != sha:
+            raise PublishError(
+                f"stored artifact s3://{self.bucket}/{key} has sha256 {stored_sha[:12]}…, expected {sha[:12]}…",
+                hint="the store holds different bytes under this digest; investigate the bucket before releasing",
+                ref="artifact-digest-mismatch",
+            )
+        manifest = json.dumps(provenance.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
+        ref = ArtifactRef(
+            app=app,
+            sha256=sha,
+            size=provenance.artifact_size,
+            bucket=self.bucket,
+            key=key,
+            manifest_key=self.manifest_key(app, sha),
+            commit=provenance.commit,
+            release_id=provenance.release_id,
+            reused=not written,
+        )
+        pointer = json.dumps(ref.model_dump(mode="json", exclude={"reused"}), sort_keys=True).encode()
+        self._put_if_absent(self.build_pointer_key(app, provenance.build_key), pointer, "application/json")
+        return ref
+
+    def record_image(self, provenance: Provenance, image) -> ArtifactRef:
+        """A container release: the image lives in its registry; the store keeps its manifest and build pointer."""
+        app, sha = provenance.app, provenance.artifact_sha256
+        manifest = json.dumps(provenance.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        written = self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
+        ref = ArtifactRef(
+            app=app, sha256=sha, size=0, bucket=self.bucket, key=self.manifest_key(app, sha), manifest_key=self.manifest_key(app, sha),
+            commit=provenance.commit, release_id=provenance.release_id, reused=not written, image=image,
+        )
+        pointer = json.dumps(ref.model_dump(mode="json", exclude={"reused"}), sort_keys=True).encode()
+        self._put_if_absent(self.build_pointer_key(app, provenance.build_key), pointer, "application/json")
+        return ref

@@ -1,0 +1,5 @@
+"""The ``slipway`` command (``main``)."""
+
+from slipway.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,5 @@
+import sys
+
+from slipway.cli.main import main
+
+sys.exit(main())

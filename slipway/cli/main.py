@@ -1,0 +1,334 @@
+"""The ``slipway`` command: a thin layer over the flows.
+
+User errors print one line (``error: ...``) and exit non-zero; no traceback unless ``SLIPWAY_DEBUG=1``.
+Exit codes: 0 success, 1 the release/rollback ran and failed, 2 bad input or configuration.
+Commands that run flows import the Prefect side (``deployments.runner``) lazily; ``slipway`` itself
+imports no Prefect module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from slipway.local import stack as localstack
+from slipway.core.errors import InputError, SlipwayError
+
+
+# Errors that mean "the request cannot be carried out as asked" (exit 2), not "it ran and failed" (exit 1).
+USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed", "environment-locked", "nothing-to-approve"}
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _configure_prefect_api() -> str | None:
+    """Use the local stack's Prefect API when none is configured (before Prefect is imported)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    info = localstack.status()
+    if info["running"]:
+        os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        return os.environ["PREFECT_API_URL"]
+    configured = importlib.import_module("deployments.runner").configured_api_url()  # a Prefect profile may set it
+    if configured:
+        return configured
+    raise CliError("no Prefect API configured: run `slipway local up` (embedded stack) or set PREFECT_API_URL")
+
+
+def _runner():
+    _configure_prefect_api()
+    return importlib.import_module("deployments.runner")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ---- local -------------------------------------------------------------------------------------------
+def cmd_local(args: argparse.Namespace) -> int:
+    if args.local_cmd == "up":
+        info = localstack.up()
+        os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
+        runner = importlib.import_module("deployments.runner")
+        saved = runner.save_local_blocks(
+            info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION,
+            registry=info["registry"], proxy_root=info["proxy_root"] if info["registry"] else None,
+            health_timeout=20,  # local services start in seconds; a broken one should not hold the demo for a minute
+        )
+        started = ", ".join(info["started"]) or "nothing (already running)"
+        print(f"local stack up (started: {started}); state in {info['home']}")
+        print(f"  Prefect UI:  {info['ui_url']}")
+        print(f"  local AWS:   {info['env']['AWS_ENDPOINT_URL']}  (bucket {info['bucket']}, role {info['role_arn']})")
+        if info["registry"]:
+            print(f"  registry:    {info['registry']}  (container releases go to the local Docker engine behind nginx)")
+        else:
+            print(f"  registry:    none — container releases are off: {info['docker']}")
+        print(f"  blocks:      {', '.join(saved)}")
+        print("export these to use it from other shells:")
+        for key, value in info["env"].items():
+            print(f"  export {key}={value}")
+        return 0
+    if args.local_cmd == "down":
+        result = localstack.down()
+        print(f"local stack down (stopped: {', '.join(result['stopped']) or 'nothing was running'})")
+        return 0
+    info = localstack.status()
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"local stack: {'running' if info['running'] else 'not running'} ({info['home']})")
+        if info.get("docker") and info["docker"] != "ok":
+            print(f"  docker   off      {info['docker']}")
+        for name, comp in info["components"].items():
+            print(f"  {name:<8} {'healthy' if comp['healthy'] else 'down':<8} {comp['url'] or '-'}  pid {comp['pid'] or '-'}")
+        for key, value in info["env"].items():
+            print(f"  export {key}={value}")
+    return 0 if info["running"] else 3
+
+
+# ---- release / rollback / history -----------------------------------------------------------------------
+def cmd_release(args: argparse.Namespace) -> int:
+    from slipway.source.git import validate_ref, validate_repo_url
+
+    validate_repo_url(args.repo_url)  # before anything else, even before Prefect is reached
+    validate_ref(args.ref)
+    runner = _runner()
+    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block, lock_wait=args.lock_wait)
+    result = out["result"]
+    from slipway.core.models import StageOutcome
+    from slipway.record.report import render_summary
+
+    if isinstance(result, BaseException):
+        evidence = getattr(result, "evidence", {}) or {}
+        if evidence.get("outcomes"):
+            outcomes = [StageOutcome.model_validate(o) for o in evidence["outcomes"]]
+            print(render_summary(outcomes, evidence.get("release_id")))
+        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
+        if out["run_url"]:
+            print(f"run: {out['run_url']}")
+        return 1 if evidence.get("outcomes") else 2 if isinstance(result, (InputError,)) or getattr(result, "stage", "") in ("spec", "credentials") else 1
+    outcomes = [StageOutcome.model_validate(o) for o in result["outcomes"]]
+    print(render_summary(outcomes, result["release_id"]))
+    if out["run_url"]:
+        print(f"run: {out['run_url']}")
+    requested = [o for o in outcomes if o.status != "skipped"]
+    return 0 if requested and all(o.status == "live" and o.live_release_id == result["release_id"] for o in requested) else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    runner = _runner()
+    out = runner.run_rollback(args.app, args.env, args.to, lock_wait=args.lock_wait)
+    result = out["result"]
+    if isinstance(result, BaseException):
+        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
+        return 2 if getattr(result, "ref", "") in USER_ERROR_REFS else 1
+    print(f"{args.app}/{args.env}: {result['message'] if result else 'nothing to do'}")
+    if out["run_url"]:
+        print(f"run: {out['run_url']}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from slipway.record.ledger import default_actor
+
+    approver = args.approver or default_actor()
+    if len(args.reason or "") > 500 or len(approver) > 100:
+        raise CliError("--reason is limited to 500 characters and --approver to 100; shorten them")
+    runner = _runner()
+    out = runner.approve(args.app, args.env, approve=not args.reject, reason=args.reason or "", approver=approver)
+    verb = "rejected" if args.reject else "approved"
+    what = f"release {out['release_id']}" if out.get("release_id") else "the paused release"
+    print(f"{args.app}/{args.env}: {what} {verb} by {approver}; the run picks the answer up within a few seconds"
+          + (f" (run {out['run_url']})" if out["run_url"] else ""))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    runner = _runner()
+    entries, heads = runner.read_history(args.app, args.env)
+    if not heads or (args.env and heads[args.env].last_seq == 0):
+        where = f"app {args.app!r}" + (f" in environment {args.env!r}" if args.env else "")
+        raise CliError(f"no ledger for {where}: nothing has been released there (check the name)")
+    if args.json:
+        _print_json({"entries": [e.model_dump(mode="json") for e in entries], "heads": {k: v.model_dump(mode="json") for k, v in heads.items()}})
+        return 0
+    from slipway.record.report import render_history
+
+    for env, head in heads.items():
+        live = f"{head.live.release_id} (version {head.live.version})" if head.live else "nothing live"
+        extra = f"  [{head.status}]" if head.status not in ("live", "empty") else ""
+        if head.canary:
+            extra += f"  [canary: {head.canary.get('percent')}% on version {head.canary.get('version')}]"
+        print(f"{env}: {live}{extra}")
+    print()
+    print(render_history(entries))
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    runner = _runner()
+    out = runner.run_diagnose(args.app, args.env)
+    result = out["result"]
+    if isinstance(result, BaseException):
+        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
+        return 2 if getattr(result, "ref", "") == "nothing-to-diagnose" else 1
+    if args.json:
+        _print_json({k: v for k, v in result.items() if k != "text"})
+        return 0
+    print(result["text"])
+    if out["run_url"]:
+        print(f"  diagnose run: {out['run_url']}")
+    return 0
+
+
+def cmd_flag(args: argparse.Namespace) -> int:
+    from slipway.record import flags
+
+    if args.flag_cmd == "set":  # validated before Prefect or AWS is reached
+        flags.validate_flag(args.app, args.env, args.name, args.value)
+    ssm = _runner().flags_client()
+    if args.flag_cmd == "set":
+        from slipway.record.ledger import default_actor
+
+        value = flags.set_flag(ssm, args.app, args.env, args.name, args.value, actor=default_actor())
+        print(f"{args.app}/{args.env}: flag {value.name}={value.value} (version {value.version}); "
+              f"the function gets it as {flags.ENV_PREFIX}{value.name.upper()} at the next release to {args.env}")
+        return 0
+    if args.flag_cmd == "delete":
+        flags.delete_flag(ssm, args.app, args.env, args.name)
+        print(f"{args.app}/{args.env}: flag {args.name} removed; the function loses it at the next release to {args.env}")
+        return 0
+    if args.flag_cmd == "history":
+        versions = flags.flag_history(ssm, args.app, args.env, args.name)
+        if args.json:
+            _print_json([v.model_dump(mode="json") for v in versions])
+            return 0
+        for v in versions:
+            print(f"  v{v.version:<4} {v.last_modified or '-':<32} {v.value!r}  {v.description or ''}")
+        return 0
+    current = flags.read_flags(ssm, args.app, args.env)
+    if args.json:
+        _print_json({k: v.model_dump(mode="json") for k, v in current.items()})
+        return 0
+    if not current:
+        print(f"{args.app}/{args.env}: no flags")
+    for name, v in current.items():
+        print(f"  {name}={v.value}  (version {v.version}, {v.last_modified or '-'})")
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints usage too)
+        raise CliError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="slipway", description="Build once from git, promote through verified stages, roll back automatically.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    local = sub.add_parser("local", help="the embedded local stack (Prefect server + local AWS)")
+    lsub = local.add_subparsers(dest="local_cmd", required=True, parser_class=_Parser)
+    lsub.add_parser("up", help="start it in the background (idempotent) and save blocks pointing at it")
+    lsub.add_parser("down", help="stop it")
+    st = lsub.add_parser("status", help="what runs and the environment to export")
+    st.add_argument("--json", action="store_true")
+    local.set_defaults(func=cmd_local)
+
+    rel = sub.add_parser("release", help="release REPO_URL at --ref through the spec's environments")
+    rel.add_argument("repo_url")
+    rel.add_argument("--ref", default="HEAD", help="branch, tag or commit (default: the remote's HEAD)")
+    rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
+    rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
+    rel.add_argument("--git-token-block", default=None, metavar="NAME", help="Prefect Secret block holding a token for a private https repository")
+    rel.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS",
+                     help="wait this long for another release of the same environment to finish (0: refuse at once)")
+    rel.set_defaults(func=cmd_release)
+
+    rb = sub.add_parser("rollback", help="put ENV back on the previous verified release (or --to RELEASE_ID)")
+    rb.add_argument("app")
+    rb.add_argument("env")
+    rb.add_argument("--to", default=None, metavar="RELEASE_ID")
+    rb.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS", help="wait this long for a running release (0: refuse)")
+    rb.set_defaults(func=cmd_rollback)
+
+    ap = sub.add_parser("approve", help="answer a release paused for approval (or at an INCONCLUSIVE canary) in ENV")
+    ap.add_argument("app")
+    ap.add_argument("env")
+    ap.add_argument("--reject", action="store_true", help="stop the release (a paused canary rolls back)")
+    ap.add_argument("--reason", default="", help="recorded in the ledger")
+    ap.add_argument("--approver", default=None, help="recorded in the ledger (default: user@host)")
+    ap.set_defaults(func=cmd_approve)
+
+    hist = sub.add_parser("history", help="the ledger, newest first")
+    hist.add_argument("app")
+    hist.add_argument("--env", default=None)
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=cmd_history)
+    diag = sub.add_parser("diagnose", help="why did the latest release of APP fail? cause, evidence, diff against the last verified release")
+    diag.add_argument("app")
+    diag.add_argument("--env", default=None, help="the latest failure in this environment")
+    diag.add_argument("--json", action="store_true")
+    diag.set_defaults(func=cmd_diagnose)
+
+    flag = sub.add_parser("flag", help="feature flags of an environment (SSM Parameter Store; applied at the next release)")
+    fsub = flag.add_subparsers(dest="flag_cmd", required=True, parser_class=_Parser)
+    fset = fsub.add_parser("set", help="set NAME to VALUE in APP/ENV (a new version)")
+    for cmd in (fset, fsub.add_parser("delete", help="remove NAME from APP/ENV"), fsub.add_parser("history", help="every version of NAME")):
+        cmd.add_argument("app")
+        cmd.add_argument("env")
+        cmd.add_argument("name")
+    fset.add_argument("value")
+    flist = fsub.add_parser("list", help="the flags of APP/ENV")
+    flist.add_argument("app")
+    flist.add_argument("env")
+    for cmd in (flist, fsub.choices["history"]):
+        cmd.add_argument("--json", action="store_true")
+    flag.set_defaults(func=cmd_flag)
+    return p
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """App and environment names become S3 keys and resource names: refused here, before Prefect or AWS is reached."""
+    from slipway.spec.schema import NAME_RE
+
+    for field in ("app", "env"):
+        value = getattr(args, field, None)
+        if value is not None and not NAME_RE.fullmatch(value):
+            shown = value if len(value) <= 60 and value.isprintable() else repr(value[:60]) + "…"
+            raise CliError(f"invalid {'app' if field == 'app' else 'environment'} name {shown!r}: use the name from slipway.yaml "
+                           "(lowercase letters, digits and dashes)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _check_names(args)
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except SlipwayError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line unless debugging
+        if os.environ.get("SLIPWAY_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set SLIPWAY_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
