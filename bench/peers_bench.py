@@ -473,7 +473,7 @@ def plain_release(repo: Path) -> dict:
     import slipway
     from slipway import BUILDER_VERSION
     from slipway.artifact import preflight
-    from slipway.rollout import steps as rollout_steps
+    from slipway.rollout import staged
     from slipway.artifact.lambda_zip import build_lambda_zip
     from slipway.source.git import clone_at_ref, discard_checkout
     from slipway.core.models import Provenance
@@ -518,9 +518,9 @@ def plain_release(repo: Path) -> dict:
         checks_dev = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
         ctx = env_context(spec.app, "dev", "default", target_type="lambda", location=location_for(spec, "dev"),
                           target_block=env.target, spec=spec, checks=checks_dev)
-        deployed = step("prepare_version", rollout_steps.publish, ctx, artifact)
-        seq = step("shift_alias", rollout_steps.shift_traffic, ctx, artifact, deployed)
-        result = step("verify", rollout_steps.verify, ctx, artifact, deployed.version, seq)
+        deployed = step("prepare_version", staged.publish, ctx, artifact)
+        seq = step("shift_alias", staged.shift_traffic, ctx, artifact, deployed)
+        result = step("verify", staged.verify, ctx, artifact, deployed.version, seq)
         assert result.passed
     finally:
         discard_checkout(checkout)

@@ -17,12 +17,15 @@ import re
 from uuid import UUID
 
 from prefect import get_client, get_run_logger
-from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
-from prefect.concurrency._leases import maintain_concurrency_lease
-from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 from prefect.exceptions import ObjectNotFound
 
 from slipway.core.errors import DeployError
+from tasks.prefect_gaps import (
+    AcquireConcurrencySlotTimeoutError,
+    acquire_concurrency_slots_with_lease,
+    maintain_concurrency_lease,
+    release_concurrency_slots_with_lease,
+)
 
 LEASE_SECONDS = 60  # renewed while held; a killed holder blocks the environment for at most this long
 # Prefect's acquire timeout covers its HTTP round trips too: on a busy server a free lock can take seconds to grant,

@@ -31,7 +31,7 @@ from blocks import (
     aws_clients,
     parse_port_range,
 )
-from slipway.rollout import steps
+from slipway.rollout import staged
 from slipway.core.aws import is_transient
 from slipway.artifact.lambda_zip import build_lambda_zip
 from slipway.targets.docker_host import DockerHostTarget, allocate_listen_port, proxy_for, route_name
@@ -196,14 +196,14 @@ def _target_kind(target_type: str) -> tuple[type, object, object]:
 def env_context(
     app: str, env_name: str, store_block: str, *, target_type: str = "lambda", location: dict, target_block: str | None,
     spec: Spec | None = None, checks: list[dict] | None = None, read_timeout: float = 60, flags: dict | None = None,
-) -> steps.EnvContext:
+) -> staged.EnvContext:
     """``flags``: the environment's feature flags read at the start of this deploy (``read_env_flags``), delivered to the
     new version as environment variables and recorded in the ledger."""
     _, ledger = open_store(store_block)
     block_cls, factory, _ = _target_kind(target_type)
     block_name, block = resolve_target_block(env_name, target_block, block_cls)
     target = factory(app, env_name, location, block, spec, read_timeout, fingerprint_env_vars(flags or {}))
-    return steps.EnvContext(
+    return staged.EnvContext(
         ledger=ledger, app=app, environment=env_name, target=target, checks=checks or [],
         run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=flags,
     )
@@ -475,7 +475,7 @@ def record_image(store_block: str, image: ImageRef, checkout: Checkout, spec: Sp
 def reconcile_environment(ctx_args: dict) -> str | None:
     ctx = env_context(**ctx_args)
     try:
-        outcome = steps.reconcile(ctx)
+        outcome = staged.reconcile(ctx)
     except RollbackError as exc:  # the deploy that follows replaces what is there; it must not be blocked
         get_run_logger().warning("could not reconcile %s first (%s); deploying over it", ctx.environment, exc)
         return None
@@ -489,7 +489,7 @@ def prepare_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
     if artifact.image is None:  # an image is pulled by digest, which the registry verifies
         open_store(ctx_args["store_block"])[0].check_intact(artifact)
     ctx = env_context(**ctx_args)
-    result = steps.publish(ctx, artifact)
+    result = staged.publish(ctx, artifact)
     get_run_logger().info(
         "%s version %s on %s (%s)", "prepared" if result.new_version else "reused", result.version, ctx.target.name, result.code_sha256
     )
@@ -499,7 +499,7 @@ def prepare_version(ctx_args: dict, artifact: ArtifactRef) -> DeployResult:
 @task(name="shift-traffic", cache_policy=NO_CACHE)
 def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult) -> int:
     ctx = env_context(**ctx_args)
-    seq = steps.shift_traffic(ctx, artifact, deployed)
+    seq = staged.shift_traffic(ctx, artifact, deployed)
     get_run_logger().info("%s → version %s (100%%)", ctx.target.name, deployed.version)
     return seq
 
@@ -507,7 +507,7 @@ def shift_traffic(ctx_args: dict, artifact: ArtifactRef, deployed: DeployResult)
 @task(name="begin-reverify", cache_policy=NO_CACHE)
 def begin_reverify(ctx_args: dict, artifact: ArtifactRef) -> tuple[int, str]:
     ctx = env_context(**ctx_args)
-    seq, version = steps.begin_reverify(ctx, artifact)
+    seq, version = staged.begin_reverify(ctx, artifact)
     get_run_logger().info("%s already live on %s (version %s): re-verifying only", ctx.environment, artifact.release_id, version)
     return seq, version
 
@@ -515,7 +515,7 @@ def begin_reverify(ctx_args: dict, artifact: ArtifactRef) -> tuple[int, str]:
 @task(name="verify-release", cache_policy=NO_CACHE)
 def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str, started_seq: int) -> VerifyResult:
     ctx = env_context(**ctx_args)
-    result = steps.verify(ctx, artifact, version, started_seq)
+    result = staged.verify(ctx, artifact, version, started_seq)
     for check in result.checks:
         get_run_logger().info("smoke %s: %s (version %s, %.0f ms)", check.name, check.detail, check.executed_version, check.duration_ms or 0)
     return result
@@ -525,7 +525,7 @@ def verify_release(ctx_args: dict, artifact: ArtifactRef, version: str, started_
 def roll_back_environment(ctx_args: dict, to_release: str | None, reason: str, automatic: bool, failed_run_id: str | None = None,
                           cause: dict | None = None) -> dict | None:
     ctx = env_context(**ctx_args)
-    outcome = steps.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id,
+    outcome = staged.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id,
                                 cause=cause)
     logger = get_run_logger()
     if outcome is None:
@@ -659,7 +659,7 @@ def record_decision(ctx_args: dict, artifact: ArtifactRef, approved: bool, appro
 @task(name="check-environment", task_run_name="check {ctx_args[app]}/{ctx_args[env_name]}", **TRANSIENT_RETRIES)
 def check_environment(ctx_args: dict, heal: bool = False) -> dict:
     ctx = env_context(**ctx_args)
-    result = steps.check_live(ctx, heal=heal)
+    result = staged.check_live(ctx, heal=heal)
     log = get_run_logger().info if result["status"] in ("ok", "empty", "in-progress") else get_run_logger().warning
     log("%s/%s: %s: %s", ctx.app, ctx.environment, result["status"], result["detail"])
     return result

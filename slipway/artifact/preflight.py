@@ -38,15 +38,10 @@ from packaging.utils import canonicalize_name
 
 from slipway.artifact.lambda_zip import MAX_UNZIPPED, MAX_ZIPPED
 from slipway.core.childenv import scrubbed_environ
-from slipway.core.errors import SlipwayError, SpecError
+from slipway.core.errors import PreflightFailed, SlipwayError, SpecError
 
 RUNTIME_PROVIDED = {"boto3", "botocore", "awslambdaric", "s3transfer", "jmespath", "dateutil", "urllib3", "six"}
 IMPORT_TIMEOUT_S = 30
-
-
-class PreflightFailed(SlipwayError):
-    stage = "preflight"
-    ref = "preflight-failed"
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,11 @@ import sys
 from typing import Any, Sequence
 
 from slipway.local import stack as localstack
-from slipway.core.errors import InputError, SlipwayError
-
-
-# Errors that mean "the request cannot be carried out as asked" (exit 2), not "it ran and failed" (exit 1).
-USER_ERROR_REFS = {"unknown-release", "nothing-to-roll-back-to", "nothing-deployed", "environment-locked", "nothing-to-approve"}
+from slipway.core.errors import BAD_INPUT, SlipwayError, exit_code_for
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = 2) -> None:
+    def __init__(self, message: str, code: int = BAD_INPUT) -> None:
         super().__init__(message)
         self.code = code
 
@@ -115,7 +111,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
         if out["run_url"]:
             print(f"run: {out['run_url']}")
-        return 1 if evidence.get("outcomes") else 2 if isinstance(result, (InputError,)) or getattr(result, "stage", "") in ("spec", "credentials") else 1
+        return 1 if evidence.get("outcomes") else exit_code_for(result)  # stages ran: it ran and failed
     outcomes = [StageOutcome.model_validate(o) for o in result["outcomes"]]
     print(render_summary(outcomes, result["release_id"]))
     if out["run_url"]:
@@ -130,7 +126,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     result = out["result"]
     if isinstance(result, BaseException):
         print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
-        return 2 if getattr(result, "ref", "") in USER_ERROR_REFS else 1
+        return exit_code_for(result)
     print(f"{args.app}/{args.env}: {result['message'] if result else 'nothing to do'}")
     if out["run_url"]:
         print(f"run: {out['run_url']}")
@@ -180,7 +176,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     result = out["result"]
     if isinstance(result, BaseException):
         print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
-        return 2 if getattr(result, "ref", "") == "nothing-to-diagnose" else 1
+        return exit_code_for(result)
     if args.json:
         _print_json({k: v for k, v in result.items() if k != "text"})
         return 0
@@ -319,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except SlipwayError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
-        return 2
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -270,8 +270,22 @@ def _locked(home: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def require_local_extra() -> None:
+    """The local AWS endpoint is moto's server, an optional dependency: a worker for real AWS does without it."""
+    import importlib.util
+
+    missing = [name for name in ("moto", "werkzeug") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LocalStackError(
+            f"the embedded local stack needs {', '.join(missing)}, which this installation does not have",
+            hint="install Slipway with its local extra: pip install 'slipway[local]' (make demo and make test do)",
+            ref="local-stack-failed",
+        )
+
+
 def up(home: Path | None = None, *, timeout: float = 120, sleep: Callable[[float], None] = time.sleep) -> dict:
     """Start what is not running (idempotent), bootstrap the local AWS resources, return ``status()``."""
+    require_local_extra()
     home = home or slipway_home()
     with _locked(home):
         return _up(home, timeout, sleep)

@@ -356,7 +356,7 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
             f"the new container started{env_note} but its health endpoint never answered 200 (last: {last or 'no answer'})",
             "the image was built and pulled by digest, so the cause is the service's code or its start-up",
         ], "health check", evidence
-    if ref in ("lambda-update-timeout", "health-check-timeout", "ecs-rollout-timeout") or ("did not finish in time" in message):
+    if ref in ("lambda-update-timeout", "ecs-not-stable") or ("did not finish in time" in message):
         evidence.append(message)
         return "too-large-or-slow", [f"the target did not finish deploying the new version in time{env_note}"], "deploy", evidence
     if stage == "credentials" or code in PERMISSION_CODES or ref in ("credentials-refused", "credentials-missing", "region-missing", "block-missing"):

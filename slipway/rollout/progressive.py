@@ -27,7 +27,7 @@ from typing import Any, Callable
 from slipway.verify.canary import CanaryThresholds, CanaryVerdict, judge
 from slipway.core.errors import CanaryFailed, DeployError
 from slipway.core.models import ArtifactRef, DeployResult
-from slipway.rollout.steps import EnvContext, begin
+from slipway.rollout.staged import EnvContext, begin
 
 CHECK_EVERY_S = 15.0  # alarms and an early FAIL are looked at this often during a bake
 

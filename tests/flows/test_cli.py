@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 
 def slipway(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -78,7 +77,6 @@ def test_without_any_prefect_api_the_fix_is_named(tmp_path):
     assert_one_line_error(proc, 2, "no Prefect API configured: run `slipway local up`")
 
 
-@pytest.mark.flows
 def test_local_status_json_reports_the_environment_to_export(local_stack):
     proc = slipway("local", "status", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -88,7 +86,6 @@ def test_local_status_json_reports_the_environment_to_export(local_stack):
     assert info["env"]["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
 
 
-@pytest.mark.flows
 def test_release_history_and_rollback_through_the_cli(prefect_api, app_repo):
     repo = app_repo()
     env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
@@ -110,7 +107,6 @@ def test_release_history_and_rollback_through_the_cli(prefect_api, app_repo):
     assert kinds[:3] == ["rolled-back", "rollback-started", "verify-failed"]
 
 
-@pytest.mark.flows
 def test_a_malformed_spec_is_one_line_naming_the_field(prefect_api, app_repo):
     repo = app_repo()
     spec = (repo.path / "slipway.yaml").read_text().replace("handler: app.handler", "handler: app.handler\n  handlr: typo")
@@ -119,13 +115,11 @@ def test_a_malformed_spec_is_one_line_naming_the_field(prefect_api, app_repo):
     assert_one_line_error(proc, 2, "slipway.yaml: artifact.handlr: unknown key; did you mean 'handler'?")
 
 
-@pytest.mark.flows
 def test_history_of_an_unknown_app_says_so(prefect_api):
     proc = slipway("history", "never-released", env={"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]})
     assert_one_line_error(proc, 2, "no ledger for app 'never-released'")
 
 
-@pytest.mark.flows
 def test_history_of_an_environment_never_released_to_says_so(prefect_api, app_repo):
     repo = app_repo()
     env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import git
 
-pytestmark = [pytest.mark.flows, pytest.mark.docker]
+pytestmark = pytest.mark.docker
 
 SERVICE = """FROM slipway-test/busybox:latest
 ENV VERSION={version}

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 HEALTH_500 = '''"""v2: a refactor that divides by the number of greetings configured (zero)."""
 

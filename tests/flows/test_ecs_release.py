@@ -12,7 +12,7 @@ import pytest
 
 from conftest import git
 
-pytestmark = [pytest.mark.flows, pytest.mark.docker]
+pytestmark = pytest.mark.docker
 
 DOCKERFILE = 'FROM slipway-test/busybox:latest\nENV VERSION={v}\nCMD ["sh", "-c", "sleep 3600"]\n'
 SPEC = """app: {app}

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 
 def ledger_kinds(app: str, env: str) -> list[str]:

@@ -3,9 +3,7 @@ release to the next environment without rebuilding."""
 
 from __future__ import annotations
 
-import pytest
 
-pytestmark = pytest.mark.flows
 
 
 def lam_client(prefect_api):

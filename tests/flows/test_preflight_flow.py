@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 
 def test_an_unpackaged_import_stops_the_release_before_anything_is_published(prefect_api, app_repo):

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import EXAMPLE
 
-pytestmark = pytest.mark.flows
 
 CANARY_ENV = """
   - name: prod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +173,7 @@ def test_manual_rollback_returns_to_the_previous_verified_release_and_can_target
 
 def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(prefect_api, clients, app_repo):
     """Simulate a run that died between shifting traffic and verifying: the ledger shows it in progress."""
-    from slipway.rollout import steps
+    from slipway.rollout import staged
     from tasks.release_tasks import env_context, open_store
 
     lam, _ = clients
@@ -186,7 +185,7 @@ def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(p
     ctx = env_context(repo.app, "dev", "default", location={"function": f"{repo.app}-dev", "alias": "live"}, target_block=None)
     from slipway.core.models import DeployResult
 
-    steps.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",
+    staged.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",
                                                       previous_version="1", code_sha256=""))
     assert ctx.head().status == "in-progress"
 

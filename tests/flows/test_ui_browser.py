@@ -20,7 +20,7 @@ import pytest
 
 import browser
 
-pytestmark = [pytest.mark.flows, pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))]
+pytestmark = [pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))]
 
 
 def read_run_and_report(flow_run_id, key: str):

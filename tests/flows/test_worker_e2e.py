@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [str(Path(sys.executable).parent / "prefect")]

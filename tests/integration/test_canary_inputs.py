@@ -17,6 +17,7 @@ from slipway.verify.canary import judge
 from slipway.verify.lambda_metrics import version_sample
 from slipway.spec.schema import parse_rate
 from slipway.verify.traffic import drive_lambda
+from clocks import FakeClock
 
 STABLE = "def handler(event, context):\n    return {'statusCode': 200}\n"
 CANARY = (
@@ -26,20 +27,6 @@ CANARY = (
     "    return {'statusCode': 200}\n"
 )
 
-
-class FakeClock:
-    """Monotonic time that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def zipped(code: str) -> bytes:

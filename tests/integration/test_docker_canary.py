@@ -66,6 +66,17 @@ def get(url: str) -> tuple[int, str]:
             return exc.code, exc.read().decode()
 
 
+def logged(path, lines: int, timeout_s: float = 5.0) -> None:
+    """nginx writes a request's access-log line after the reply has gone: wait (bounded) until the lines are there."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_bytes().splitlines()) >= lines:
+            return
+        time.sleep(0.01)  # nginx, another process, is writing: there is no clock of ours to advance
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -375,6 +386,7 @@ def test_a_dead_canary_fails_its_own_share_and_is_neither_retried_on_stable_nor_
     replies = [get(f"http://127.0.0.1:{listen}/")[0] for _ in range(8)]
 
     assert replies == [200, 200, 502, 200] * 2
+    logged(proxy.access_log("web"), lines=8)
     samples = sample_from_access_log(proxy.access_log("web"), {"stable": a, "canary": dead}, start, now())
     assert (samples["stable"].requests, samples["stable"].errors) == (6, 0)
     assert (samples["canary"].requests, samples["canary"].errors) == (2, 2)

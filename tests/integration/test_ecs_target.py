@@ -22,6 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from slipway.targets.ecs import EcsSettings, deploy, register_revision, roll_back, wait_stable
 from slipway.core.errors import DeployError, RollbackError
+from clocks import FakeClock
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -145,7 +146,7 @@ def test_wait_stable_does_not_pass_while_the_primary_deployment_runs_the_old_rev
     # The trap: service-level taskDefinition and counts look done, so botocore's waiter passes...
     ecs.get_waiter("services_stable").wait(cluster=settings.cluster, services=[settings.service], WaiterConfig={"Delay": 0, "MaxAttempts": 1})
     # ...but the PRIMARY deployment still runs revision 1 (moto never rolls it), so wait_stable must not.
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     with pytest.raises(DeployError) as caught:
         wait_stable(ecs, settings, new_arn, timeout_s=10, interval_s=5, clock=clock, sleep=clock.sleep)
     assert "PRIMARY deployment runs " + settings.service + ":1 with 2/2 tasks running, rollout COMPLETED" in str(caught.value)
@@ -211,17 +212,6 @@ class FakeEcs:
         return {"services": [{"status": "ACTIVE", "taskDefinition": NEW, "runningCount": 2, "desiredCount": 2, "deployments": deployments}], "failures": []}
 
 
-class FakeClock:
-    def __init__(self):
-        self.now, self.slept = 0.0, []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.slept.append(seconds)
-        self.now += seconds
-
 
 class NoCalls:
     def __getattr__(self, name):
@@ -232,7 +222,7 @@ SETTINGS = EcsSettings("prod", "web", "web")
 
 
 def test_wait_stable_times_out_via_the_injected_clock_when_the_service_never_stabilises():
-    ecs, clock = FakeEcs([deployment("PRIMARY", NEW, 1), deployment("ACTIVE", OLD, 1)]), FakeClock()
+    ecs, clock = FakeEcs([deployment("PRIMARY", NEW, 1), deployment("ACTIVE", OLD, 1)]), FakeClock(0.0)
     with pytest.raises(DeployError) as caught:
         wait_stable(ecs, SETTINGS, NEW, timeout_s=12, interval_s=5, clock=clock, sleep=clock.sleep)
     assert str(caught.value) == (
@@ -247,13 +237,13 @@ def test_wait_stable_waits_for_the_new_primary_through_an_aws_shaped_rollout():
         [deployment("PRIMARY", NEW, 0), deployment("ACTIVE", OLD, 2, rollout="COMPLETED")],
         [deployment("PRIMARY", NEW, 2), deployment("ACTIVE", OLD, 1, rollout="COMPLETED")],  # counts match, rollout not done
         [deployment("PRIMARY", NEW, 2, rollout="COMPLETED")],
-    ), FakeClock()
+    ), FakeClock(0.0)
     wait_stable(ecs, SETTINGS, NEW, timeout_s=60, interval_s=5, clock=clock, sleep=clock.sleep)
     assert (clock.slept, ecs.calls) == ([5, 5], 3)
 
 
 def test_a_roll_back_that_never_stabilises_is_a_rollback_error():
-    ecs, clock = FakeEcs([deployment("PRIMARY", OLD, 1), deployment("ACTIVE", NEW, 2)]), FakeClock()
+    ecs, clock = FakeEcs([deployment("PRIMARY", OLD, 1), deployment("ACTIVE", NEW, 2)]), FakeClock(0.0)
     with pytest.raises(RollbackError) as caught:
         roll_back(ecs, SETTINGS, OLD, timeout_s=5, clock=clock, sleep=clock.sleep)
     assert (ecs.updated_to, caught.value.ref) == (OLD, "ecs-not-stable")
@@ -261,7 +251,7 @@ def test_a_roll_back_that_never_stabilises_is_a_rollback_error():
 
 
 def test_wait_stable_fails_at_once_when_the_rollout_fails():
-    ecs, clock = FakeEcs([deployment("PRIMARY", NEW, 0, rollout="FAILED", reason="tasks failed to start")]), FakeClock()
+    ecs, clock = FakeEcs([deployment("PRIMARY", NEW, 0, rollout="FAILED", reason="tasks failed to start")]), FakeClock(0.0)
     with pytest.raises(DeployError) as caught:
         wait_stable(ecs, SETTINGS, NEW, clock=clock, sleep=clock.sleep)
     assert str(caught.value) == (

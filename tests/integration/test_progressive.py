@@ -11,7 +11,7 @@ import pytest
 from clocks import FakeClock
 from lambda_artifacts import artifact
 from slipway.rollout import progressive
-from slipway.rollout import steps
+from slipway.rollout import staged
 from slipway.verify.canary import CanaryThresholds
 from slipway.core.errors import CanaryFailed
 from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, alias_version
@@ -47,15 +47,15 @@ def env(aws_endpoint, boto_session):
     app = f"pg{uuid.uuid4().hex[:8]}"
     settings = LambdaSettings(function_name=f"{app}-prod", alias="live", role_arn=role, handler="app.handler", runtime="python3.11")
     target = LambdaTarget(lam, settings, sleep=lambda s: None, cw=cw, metrics_period_s=1, metrics_delay_s=0)
-    ctx = steps.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=CHECKS, run_id="run-A")
+    ctx = staged.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=CHECKS, run_id="run-A")
     ctx.lam, ctx.s3, ctx.bucket, ctx.cw = lam, s3, bucket, cw  # type: ignore[attr-defined]
     return ctx
 
 
 def release_all_at_once(ctx, art: ArtifactRef) -> str:
-    deployed = steps.publish(ctx, art)
-    seq = steps.shift_traffic(ctx, art, deployed)
-    steps.verify(ctx, art, deployed.version, seq)
+    deployed = staged.publish(ctx, art)
+    seq = staged.shift_traffic(ctx, art, deployed)
+    staged.verify(ctx, art, deployed.version, seq)
     return deployed.version
 
 
@@ -66,7 +66,7 @@ def settings(duration_s: float = 120, rate: float = 1.0, events=EVENTS, threshol
 
 def canary(ctx, art: ArtifactRef, steps: list[int], bake: progressive.BakeSettings, clock: FakeClock, gate=None):
     """Run a canary the way the flow does; returns (version, started_seq, verdicts). FAIL raises."""
-    deployed = steps.publish(ctx, art)
+    deployed = staged.publish(ctx, art)
     stable = deployed.previous_version
     seq = progressive.begin_progressive(ctx, art, deployed, "canary", steps)
     verdicts = []
@@ -77,7 +77,7 @@ def canary(ctx, art: ArtifactRef, steps: list[int], bake: progressive.BakeSettin
         if verdicts[-1].verdict != "PASS":
             return deployed.version, seq, verdicts
     progressive.promote(ctx, art, deployed.version, seq)
-    steps.verify(ctx, art, deployed.version, seq)
+    staged.verify(ctx, art, deployed.version, seq)
     return deployed.version, seq, verdicts
 
 
@@ -119,7 +119,7 @@ def test_a_canary_failing_30_percent_of_requests_is_caught_and_traffic_returns_t
     assert routing(env) != {}  # still split: the rollback is what puts traffic back
     assert env.head().canary == {"version": "2", "percent": 50, "stable_version": stable}
 
-    outcome = steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message,
+    outcome = staged.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message,
                                 cause={"verdict": "FAIL", "reason": verdict["reason"]})
     assert outcome.to_release == "r1"
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
@@ -203,20 +203,20 @@ def test_an_alarm_newly_in_alarm_during_the_bake_fails_the_stage(env, alarms):
     assert sum(clock.slept) < 60  # stopped at the first check after the alarm (every 15 s), not at the end of the bake
     last = env.ledger.entries(env.app, "prod")[-1]
     assert last.kind == "alarm-fired" and last.detail["alarms"]["newly_alarming"][0]["name"] == names["errors"]
-    steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message)
+    staged.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A", reason=info.value.message)
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
 
 
 def test_a_run_killed_mid_canary_is_reconciled_by_the_next_one_with_the_split_removed(env):
     stable = release_all_at_once(env, artifact(env, "r1", GOOD % "1"))
     r2 = artifact(env, "r2", GOOD % "2")
-    deployed = steps.publish(env, r2)
+    deployed = staged.publish(env, r2)
     seq = progressive.begin_progressive(env, r2, deployed, "canary", [10, 100])
     progressive.shift(env, r2, stable_version=stable, version=deployed.version, percent=10, started_seq=seq)
     assert routing(env) == {deployed.version: 0.1}
     # ... the run is killed here. The next run (holding the lock) finds the in-progress record:
     env.run_id = "run-B"
-    outcome = steps.reconcile(env)
+    outcome = staged.reconcile(env)
     assert outcome is not None and outcome.to_release == "r1" and outcome.from_version == deployed.version
     assert alias_version(env.lam, env.target.settings.function_name, "live") == stable and routing(env) == {}
     head = env.head()

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from lambda_artifacts import artifact
-from slipway.rollout import steps
+from slipway.rollout import staged
 from slipway.core.errors import DeployError, RollbackError, VerificationFailed
 from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, alias_version
 from slipway.record.ledger import Ledger
@@ -33,7 +33,7 @@ def env(aws_endpoint, boto_session):
         role = iam.get_role(RoleName="ro-role")["Role"]["Arn"]
     app = f"ro{uuid.uuid4().hex[:8]}"
     settings = LambdaSettings(function_name=f"{app}-dev", alias="live", role_arn=role, handler="app.handler", runtime="python3.11")
-    ctx = steps.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="dev", target=LambdaTarget(lam, settings, sleep=lambda s: None),
+    ctx = staged.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="dev", target=LambdaTarget(lam, settings, sleep=lambda s: None),
                              checks=CHECKS, run_id="run-A")
     ctx.lam = lam  # type: ignore[attr-defined]
     ctx.s3 = s3  # type: ignore[attr-defined]
@@ -42,14 +42,14 @@ def env(aws_endpoint, boto_session):
 
 
 def deploy(ctx, art: ArtifactRef):
-    deployed = steps.publish(ctx, art)
-    seq = steps.shift_traffic(ctx, art, deployed)
+    deployed = staged.publish(ctx, art)
+    seq = staged.shift_traffic(ctx, art, deployed)
     return deployed.version, seq
 
 
 def release(ctx, art: ArtifactRef) -> str:
     version, seq = deploy(ctx, art)
-    steps.verify(ctx, art, version, seq)
+    staged.verify(ctx, art, version, seq)
     return version
 
 
@@ -58,9 +58,9 @@ def test_a_failed_deploy_rolls_back_to_the_live_release(env):
     bad = artifact(env, "r2", BAD % "2")
     version, seq = deploy(env, bad)
     with pytest.raises(VerificationFailed) as info:
-        steps.verify(env, bad, version, seq)
+        staged.verify(env, bad, version, seq)
     assert "RuntimeError: broken 2" in str(info.value)
-    outcome = steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A")
+    outcome = staged.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A")
     assert outcome.to_release == "r1"
     assert alias_version(env.lam, env.target.settings.function_name, "live") == "1"
     assert env.head().status == "live" and env.head().live.release_id == "r1"
@@ -69,7 +69,7 @@ def test_a_failed_deploy_rolls_back_to_the_live_release(env):
 def test_an_automatic_rollback_for_another_run_does_nothing(env):
     release(env, artifact(env, "r1", GOOD % "1"))
     deploy(env, artifact(env, "r2", GOOD % "2"))
-    assert steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-B") is None
+    assert staged.roll_back(env, only_if_in_progress=True, only_if_run_id="run-B") is None
     assert alias_version(env.lam, env.target.settings.function_name, "live") == "2"
 
 
@@ -77,11 +77,11 @@ def test_verified_is_not_recorded_when_another_run_changed_the_environment_meanw
     release(env, artifact(env, "r1", GOOD % "1"))
     r2 = artifact(env, "r2", GOOD % "2")
     version, seq = deploy(env, r2)
-    steps.reconcile(env)  # another run decides the deploy was abandoned and puts r1 back
+    staged.reconcile(env)  # another run decides the deploy was abandoned and puts r1 back
     # Even when every smoke check passes (here: against the version now serving), this run's deploy is no
     # longer the one in progress, so it must not record its release as live.
     with pytest.raises(DeployError) as info:
-        steps.verify(env, r2, "1", seq)
+        staged.verify(env, r2, "1", seq)
     assert info.value.ref == "concurrent-change"
     assert env.head().live.release_id == "r1"
     assert [e.kind for e in env.ledger.entries(env.app, "dev")][-1] == "reconciled"
@@ -92,10 +92,10 @@ def test_a_failed_reverification_of_the_live_release_rolls_back_to_the_one_befor
     r2 = artifact(env, "r2", GOOD % "2")
     release(env, r2)
     env.checks = [{"name": "health", "event": {}, "expect": {"statusCode": 201}}]  # the live release now fails its checks
-    seq, version = steps.begin_reverify(env, r2)
+    seq, version = staged.begin_reverify(env, r2)
     with pytest.raises(VerificationFailed):
-        steps.verify(env, r2, version, seq)
-    outcome = steps.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A")
+        staged.verify(env, r2, version, seq)
+    outcome = staged.roll_back(env, only_if_in_progress=True, only_if_run_id="run-A")
     assert outcome.to_release == "r1"
     assert alias_version(env.lam, env.target.settings.function_name, "live") == "1"
     assert "r2" in env.head().rolled_away
@@ -104,11 +104,11 @@ def test_a_failed_reverification_of_the_live_release_rolls_back_to_the_one_befor
 def test_rolling_back_twice_goes_further_back_never_to_the_release_just_removed(env):
     release(env, artifact(env, "r1", GOOD % "1"))
     release(env, artifact(env, "r2", GOOD % "2"))
-    assert steps.roll_back(env).to_release == "r1"
+    assert staged.roll_back(env).to_release == "r1"
     with pytest.raises(RollbackError) as info:
-        steps.roll_back(env)
+        staged.roll_back(env)
     assert info.value.ref == "nothing-to-roll-back-to"
-    assert steps.roll_back(env, to_release="r2").to_release == "r2"  # explicitly named: allowed
+    assert staged.roll_back(env, to_release="r2").to_release == "r2"  # explicitly named: allowed
 
 
 def test_an_interrupted_manual_rollback_is_finished_by_reconcile_not_undone(env):
@@ -116,7 +116,7 @@ def test_an_interrupted_manual_rollback_is_finished_by_reconcile_not_undone(env)
     release(env, artifact(env, "r2", GOOD % "2"))
     # a `slipway rollback --to r1` killed right after recording its start
     env.ledger.record(env.app, "dev", "rollback-started", release_id="r1", version="1", run_id="dead", detail={"from_release": "r2"})
-    outcome = steps.reconcile(env)
+    outcome = staged.reconcile(env)
     assert outcome.to_release == "r1"
     assert alias_version(env.lam, env.target.settings.function_name, "live") == "1"
 
@@ -124,15 +124,15 @@ def test_an_interrupted_manual_rollback_is_finished_by_reconcile_not_undone(env)
 def test_an_unchanged_release_publishes_no_new_version(env):
     r1 = artifact(env, "r1", GOOD % "1")
     assert release(env, r1) == "1"
-    again = steps.publish(env, r1)
+    again = staged.publish(env, r1)
     assert again.version == "1" and again.new_version is False
 
 
 def test_a_function_owned_by_another_app_is_refused(env):
     release(env, artifact(env, "r1", GOOD % "1"))
-    other = steps.EnvContext(ledger=env.ledger, app="someone-else", environment="dev", target=env.target, checks=CHECKS, run_id="x")
+    other = staged.EnvContext(ledger=env.ledger, app="someone-else", environment="dev", target=env.target, checks=CHECKS, run_id="x")
     art = artifact(env, "r9", GOOD % "9").model_copy(update={"app": "someone-else"})
     with pytest.raises(DeployError) as info:
-        steps.publish(other, art)
+        staged.publish(other, art)
     assert info.value.ref == "function-owned-elsewhere"
     assert json.loads(env.lam.invoke(FunctionName=env.target.settings.function_name, Qualifier="live")["Payload"].read())["statusCode"] == 200

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 # tests/flows is on sys.path when pytest collects it (rootdir-relative "prepend" imports); make it so when this file
 # runs alone, to share the worker fixture the way tests/flows share helpers (`from test_cli import slipway`).

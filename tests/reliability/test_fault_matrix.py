@@ -43,7 +43,6 @@ import pytest
 
 from faultproxy import FaultProxy, Rule
 
-pytestmark = pytest.mark.flows
 
 STEPS = {  # step → how its fault is injected: ("aws", operation, path filter, skip, app) | ("git",) | ("test",) | ("pip",)
     "clone": ("git",),

@@ -8,7 +8,6 @@ import zipfile
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 
 def test_an_artifact_modified_after_publishing_is_refused_before_any_deploy(prefect_api, app_repo):

@@ -15,7 +15,6 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-pytestmark = pytest.mark.flows
 
 TAG = uuid.uuid4().hex[:10]
 SECRETS = {

@@ -13,6 +13,7 @@ import pytest
 from slipway.targets.docker_engine import wait_healthy
 from slipway.core.errors import DeployError, SpecError
 from slipway.verify.http_checks import http_check, run_http_checks
+from clocks import FakeClock
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -148,18 +149,6 @@ def test_run_http_checks_rejects_unknown_keys_before_any_request(refused_url):
 
 
 # ---- wait_healthy (fake clock and HTTP; one real poll) -----------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
 
 def scripted_get(*replies):
     calls = []
@@ -176,14 +165,14 @@ def scripted_get(*replies):
 
 
 def test_wait_healthy_returns_at_the_first_200():
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     get = scripted_get(ConnectionRefusedError(), 503, 200)
     wait_healthy("http://127.0.0.1:9/health", timeout_s=5, interval_s=0.25, clock=clock, sleep=clock.sleep, http_get=get)
-    assert (len(get.calls), clock.sleeps) == (3, [0.25, 0.25])
+    assert (len(get.calls), clock.slept) == (3, [0.25, 0.25])
 
 
 def test_wait_healthy_names_the_url_last_status_and_timeout():
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     get = scripted_get(ConnectionRefusedError(), 404)
     with pytest.raises(DeployError) as err:
         wait_healthy("http://127.0.0.1:9/health", timeout_s=2, interval_s=0.5, clock=clock, sleep=clock.sleep, http_get=get)
@@ -195,7 +184,7 @@ def test_wait_healthy_names_the_url_last_status_and_timeout():
 
 
 def test_wait_healthy_reports_a_connection_error_as_the_last_error():
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     with pytest.raises(DeployError) as err:
         wait_healthy("http://127.0.0.1:9/", timeout_s=1, clock=clock, sleep=clock.sleep, http_get=scripted_get(ConnectionRefusedError()))
     assert str(err.value).startswith("http://127.0.0.1:9/ not healthy after 1s (last: connection refused): ")

@@ -1,0 +1,45 @@
+"""Standards every Slipway block keeps (prefect-aws has the same kind of test): a user reading the block in the
+UI or the docs sees a title and a description on every field, and the class docstring shows how to load it."""
+
+import inspect
+import re
+
+import pytest
+from prefect.blocks.core import Block
+from pydantic import SecretStr
+
+import blocks
+
+BLOCKS = [obj for _, obj in sorted(vars(blocks).items()) if inspect.isclass(obj) and issubclass(obj, Block)]
+SECRET_NAME = re.compile(r"(password|token|secret|api_key)", re.I)
+
+
+def test_the_blocks_package_exports_every_block_type():
+    assert {b.__name__ for b in BLOCKS} == {"ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "LambdaTargetBlock", "RegistryBlock"}
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)
+def test_every_field_has_a_title_and_a_description(block):
+    missing = [name for name, field in block.model_fields.items() if not field.title or not field.description]
+    assert missing == []
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)
+def test_the_docstring_shows_how_to_load_the_block(block):
+    doc = inspect.getdoc(block) or ""
+    assert "Example" in doc and f'{block.__name__}.load("' in doc
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)
+def test_the_block_type_has_a_name_a_hyphenated_slug_and_a_description(block):
+    assert block._block_type_name and block._description
+    assert re.fullmatch(r"slipway-[a-z0-9]+(-[a-z0-9]+)*", block._block_type_slug)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)
+def test_secret_looking_fields_are_secret_strings(block):
+    def secret_typed(annotation) -> bool:
+        return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+    leaking = [name for name, field in block.model_fields.items() if SECRET_NAME.search(name) and not secret_typed(field.annotation)]
+    assert leaking == []
