@@ -32,7 +32,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 EXAMPLE = ROOT / "examples" / "hello-lambda"
-DEPS = "requests==2.32.3\nPyYAML==6.0.2\n"  # the dependencies the peer baselines use (shared/facts/environment.md)
+DEPS = "requests==2.32.3\nPyYAML==6.0.2\n"  # a small app's usual dependencies (the peer comparisons use the same)
 
 
 def make_example_repo(repo: Path, app: str, *, broken: bool = False, requirements: str | None = None) -> Path:

@@ -2,7 +2,7 @@
 
 Prints one markdown table (after a short header of environment facts) and writes every figure to
 bench/out/peers_bench.json. The sample app is examples/hello-lambda plus two dependencies (requests, PyYAML, as in
-release_bench.py and the peer baselines of shared/facts/environment.md).
+release_bench.py: the small app that Lambda packaging is usually compared on).
 
 1. Build: slipway.artifact.lambda_zip.build_lambda_zip (dependency cache cold, then warm) vs `sam build --cached` (aws-sam-cli, then
    SAM's own Lambda zip function, the one `sam package`/`sam deploy` upload) and `chalice package` (cold project, then

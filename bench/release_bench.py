@@ -4,7 +4,7 @@ Prints figures and ratios; writes them to bench/out/release_bench.json. Measures
   1. release of examples/hello-lambda (dev → staging → prod): cold (new commit, empty caches) vs an unchanged
      re-release of the same commit;
   2. the build step vs a plain `pip install -t` + zip of the same app (hello-lambda plus requests and PyYAML,
-     as in the peer baselines of shared/facts/environment.md), with Slipway's dependency cache cold and warm;
+     the small app Lambda packaging is usually compared on), with Slipway's dependency cache cold and warm;
   3. time from a failed verification to the previous version live again (ledger timestamps), over N runs.
 Uses its own SLIPWAY_HOME and local stack (ports chosen at run time) and stops it at the end.
 """

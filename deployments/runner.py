@@ -100,7 +100,7 @@ def flags_client(store_block: str = "default"):
     from tasks.release_tasks import ArtifactStoreBlock, load_block
 
     block = load_block(ArtifactStoreBlock, store_block, missing=f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
-                       hint="run `slipway local up` (local stack) or create the block (README: Blocks)", ref="store-block-missing")
+                       hint="run `slipway local up` (local stack) or create the block (docs/blocks.md)", ref="store-block-missing")
     (ssm,) = aws_clients(block.credentials, "ssm")
     return ssm
 

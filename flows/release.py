@@ -254,7 +254,7 @@ def deploy_environment(
     checks = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
     ctx_args = dict(app=app, env_name=environment, store_block=store_block, target_type=spec.target_type(env),
                     location=t.location_for(spec, environment), target_block=env.target, spec=spec, checks=checks)
-    if ctx_args["target_type"] == "lambda":  # flags are delivered as Lambda configuration (see README: Feature flags)
+    if ctx_args["target_type"] == "lambda":  # flags are delivered as Lambda configuration (see docs/diagnosis.md: Feature flags)
         flags = t.read_env_flags(store_block, app, environment)
         if action == "verify-live" and flags != (t.live_release_flags(store_block, app, environment) or {}):
             get_run_logger().info("%s: feature flags changed since the live version was deployed: deploying the same artifact "

@@ -80,7 +80,7 @@ def load_block(block_cls: type, name: str, *, missing: str | None = None, hint: 
 def open_store(store_block: str) -> tuple[ArtifactStore, Ledger]:
     block = load_block(
         ArtifactStoreBlock, store_block, missing=f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
-        hint="run `slipway local up` (local stack) or create the block (README: Blocks)", ref="store-block-missing",
+        hint="run `slipway local up` (local stack) or create the block (docs/blocks.md)", ref="store-block-missing",
     )
     (s3,) = aws_clients(block.credentials, "s3")
     return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id)
@@ -97,7 +97,7 @@ def resolve_target_block(env_name: str, explicit: str | None, block_cls: type = 
     slug = block_cls.get_block_type_slug()
     raise CredentialsError(
         f"no {slug} block for environment {env_name!r} (looked for {', '.join(names)})",
-        hint="create one (see README: Blocks) or run `slipway local up` for the local stack",
+        hint="create one (see docs/blocks.md) or run `slipway local up` for the local stack",
         ref="target-block-missing",
     )
 
@@ -421,7 +421,7 @@ def build_container_image(checkout: Checkout, spec: Spec, build_key: str) -> dic
 def registry_coordinates(registry_block: str, app: str) -> tuple[str, str, RegistryAuth | None]:
     block = load_block(
         RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
-        hint="run `slipway local up` with a Docker engine running, or create the block (README: Blocks)", ref="registry-block-missing",
+        hint="run `slipway local up` with a Docker engine running, or create the block (docs/blocks.md)", ref="registry-block-missing",
     )
     name = f"{block.namespace.strip('/')}/{app}" if block.namespace.strip("/") else app
     if block.kind == "ecr":

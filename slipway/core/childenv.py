@@ -3,7 +3,7 @@ tests): they see no credentials of ours.
 
 A repository is untrusted input: its setup.py runs during pip installs and its tests run as code. They get
 pip's configuration (index, proxy, certificates) and nothing that looks like a secret. This is hygiene, not a
-sandbox: the code still runs as this user (see README: running untrusted repositories).
+sandbox: the code still runs as this user (see docs/security.md).
 """
 
 from __future__ import annotations

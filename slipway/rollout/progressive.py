@@ -216,7 +216,7 @@ def bake_schedule(steps: list[int]) -> list[int]:
 
 
 def expected_requests(rate_per_s: float, duration_s: float, percent: int) -> tuple[int, int]:
-    """(stable, canary) requests synthetic traffic alone gives one bake: to size min_requests in the README."""
+    """(stable, canary) requests synthetic traffic alone gives one bake: to size min_requests (docs/progressive-delivery.md)."""
     total = math.floor(rate_per_s * duration_s)
     return total - round(total * percent / 100), round(total * percent / 100)
 

@@ -79,7 +79,7 @@ def _format_error(err: dict, source: str, data: Any) -> str:
         fix = f"did you mean {close[0]!r}?" if close else f"allowed keys here: {', '.join(known)}"
         return f"{source}: {where}: unknown key; {fix}"
     if kind == "missing":
-        return f"{source}: {where}: required field is missing; add it (see the slipway.yaml reference in README.md)"
+        return f"{source}: {where}: required field is missing; add it (see the slipway.yaml reference in docs/spec.md)"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return f"{source}: {where}.type: unsupported artifact type; use type: lambda-zip or type: docker-image"
     msg = err.get("msg", "invalid value")
@@ -136,7 +136,7 @@ def parse_spec(text: str, source: str = SPEC_FILE) -> Spec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"{source}: not valid YAML{where}", hint="fix the YAML syntax", ref="spec-not-yaml") from exc
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping with app, artifact and environments", hint="see the slipway.yaml reference in README.md")
+        raise SpecError(f"{source}: expected a mapping with app, artifact and environments", hint="see the slipway.yaml reference in docs/spec.md")
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""The README's notification on rollback: an automation on ``slipway.rollback.completed`` sends a webhook
+"""The notification on rollback of docs/prefect-deployments.md: an automation on ``slipway.rollback.completed`` sends a webhook
 notification block, here to a test HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_a_rollback_sends_the_documented_notification(prefect_api, app_repo, web
     block = CustomWebhookNotificationBlock(name="slipway-rollbacks", url=url, method="POST", allow_private_urls=True,
                                            json_data={"text": "{{subject}} | {{body}}"})
     block_id = block.save(f"rollbacks-{repo.app}", overwrite=True)
-    automation = Automation(  # as in README: Prefect flows and deployments → Events
+    automation = Automation(  # as in docs/prefect-deployments.md → Events
         name=f"slipway: tell us about rollbacks ({repo.app})",
         trigger=EventTrigger(expect={"slipway.rollback.completed", "slipway.rollback.failed"},
                              match={"prefect.resource.id": f"slipway.env.{repo.app}.*"}, posture="Reactive", threshold=1),

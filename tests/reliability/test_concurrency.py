@@ -217,7 +217,7 @@ def test_five_concurrent_releases_of_one_app_to_dev_deploy_one_at_a_time_and_los
 # ---- 2. many apps in parallel through one Prefect server and one process worker ----------------------------------
 # The local stack's Prefect server runs on SQLite, on the same 2 cores as the worker's flow processes. Unlimited, 20
 # releases at once overload it ("database is locked" → 503 after the client's retries: a run the worker could not
-# submit ends Crashed). README (Running at scale) says to bound parallel releases with the pool's concurrency limit:
+# submit ends Crashed). docs/scale.md says to bound parallel releases with the pool's concurrency limit:
 # this test does that; SLIPWAY_LOAD_POOL_LIMIT=0 runs them unbounded (to reproduce the overload).
 POOL_LIMIT = int(os.environ.get("SLIPWAY_LOAD_POOL_LIMIT", "4"))
 # Growth figures: SLIPWAY_LOAD_COUNTS=1,5,20 releases 1, then 5, then 20 apps (about 50 s more than 20 alone).

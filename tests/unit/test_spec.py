@@ -61,7 +61,7 @@ def test_app_name_must_be_a_slug():
 
 def test_missing_field_is_named():
     text = GOOD.replace("  source: src\n", "")
-    assert error_of(text) == "slipway.yaml: artifact.source: required field is missing; add it (see the slipway.yaml reference in README.md)"
+    assert error_of(text) == "slipway.yaml: artifact.source: required field is missing; add it (see the slipway.yaml reference in docs/spec.md)"
 
 
 def test_unsupported_artifact_type_is_named():

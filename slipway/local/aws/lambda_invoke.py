@@ -1,8 +1,8 @@
 """Lambda Invoke for the local stack: a WSGI layer in front of moto that runs the *invoked version's* code.
 
-moto stores functions, versions and aliases faithfully but cannot run them the way AWS does (see
-shared/facts/moto.md: the qualifier is ignored, ``name:1`` gives HTTP 500, alias weights are never applied,
-``ExecutedVersion`` is never returned). This module answers ``POST /2015-03-31/functions/{name}/invocations``
+moto stores functions, versions and aliases faithfully but cannot run them the way AWS does (measured on moto
+5.2.5: the qualifier is ignored, ``name:1`` gives HTTP 500, alias weights are never applied, ``ExecutedVersion`` is
+never returned). This module answers ``POST /2015-03-31/functions/{name}/invocations``
 itself and lets every other request through to moto untouched. It only *reads* moto's backends (functions,
 aliases) and writes metrics through the CloudWatch backend's public ``put_metric_data``; nothing in moto is
 patched.
