@@ -17,7 +17,7 @@ from slipway.verify.canary import judge
 from slipway.verify.lambda_metrics import version_sample
 from slipway.spec.schema import parse_rate
 from slipway.verify.traffic import drive_lambda
-from clocks import FakeClock
+from fakes import FakeClock
 
 STABLE = "def handler(event, context):\n    return {'statusCode': 200}\n"
 CANARY = (

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import docker.errors
 import pytest
 
-from clocks import FakeClock
+from fakes import FakeClock
 from slipway.verify.canary import CanaryThresholds, judge
 from slipway.targets.docker_host import DockerHostTarget
 from slipway.targets.ecs import EcsTarget

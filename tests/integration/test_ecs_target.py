@@ -22,7 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from slipway.targets.ecs import EcsSettings, deploy, register_revision, roll_back, wait_stable
 from slipway.core.errors import DeployError, RollbackError
-from clocks import FakeClock
+from fakes import FakeClock
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from clocks import FakeClock
+from fakes import FakeClock
 from lambda_artifacts import artifact
 from slipway.rollout import progressive
 from slipway.rollout import staged

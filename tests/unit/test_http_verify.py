@@ -13,7 +13,7 @@ import pytest
 from slipway.targets.docker_engine import wait_healthy
 from slipway.core.errors import DeployError, SpecError
 from slipway.verify.http_checks import http_check, run_http_checks
-from clocks import FakeClock
+from fakes import FakeClock
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from clocks import FakeClock
+from fakes import FakeClock
 from slipway.verify.traffic import drive_http
 
 
