@@ -7,7 +7,7 @@ WHEELHOUSE ?= $(HOME)/.cache/slipway/wheels
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit bench deploy worker local-up local-down clean
+.PHONY: install demo test test-unit test-prefect-oldest bench deploy worker local-up local-down clean
 
 install: $(STAMP)
 
@@ -30,6 +30,17 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit
+
+# The oldest Prefect Slipway supports (pyproject: prefect>=3.9.0,<3.10; the lock pins the newest, 3.9.1), in a venv of
+# its own: the unit tests and the flows that use Prefect's private lease API (tasks/prefect_gaps.py).
+PREFECT_OLDEST ?= 3.9.0
+OLDEST_VENV    ?= .venv-prefect-oldest
+test-prefect-oldest:
+	@test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	@mkdir -p $(WHEELHOUSE)
+	@$(OLDEST_VENV)/bin/python -m pip install -q --disable-pip-version-check --find-links $(WHEELHOUSE) "prefect==$(PREFECT_OLDEST)" ".[local,test]"
+	@$(OLDEST_VENV)/bin/python -c "import prefect; print('Prefect', prefect.__version__)"
+	$(OLDEST_VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests/unit tests/flows/test_release_flow.py tests/flows/test_locks.py
 
 bench: install
 	$(PY) bench/release_bench.py
