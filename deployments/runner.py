@@ -20,10 +20,9 @@ def configured_api_url() -> str | None:
 
 
 def ui_url_for_run(flow_run_id: Any) -> str | None:
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+    from flows.links import ui_url_for_run as url
 
-    base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
-    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
+    return url(flow_run_id)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -57,9 +56,18 @@ def flush_prefect_workers(timeout: float = 10) -> None:
 
 
 def _run(flow_fn, **params) -> tuple[Any, Any]:
-    """Run a flow, return (result or exception, flow_run_id)."""
+    """Run a flow in this process, return (result or exception, flow_run_id).
+
+    Without flow-run heartbeats: a sync flow run (and each subflow run) ends by joining the heartbeat thread, which
+    sleeps in 1 s steps, so heartbeats cost up to a second per flow run. Nothing in Slipway reads them. A run that
+    this process started and that is killed stays Running in Prefect either way (heartbeats only let an automation
+    notice it); the ledger's in-progress record is what the next release reconciles. Runs on a worker keep
+    Prefect's default: the worker marks a killed run Crashed and its rollback trigger fires."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     quiet_console_tracebacks()
-    state = flow_fn(**params, return_state=True)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = flow_fn(**params, return_state=True)
     result = state.result(raise_on_failure=False)
     run_id = getattr(state.state_details, "flow_run_id", None)
     return result, run_id
@@ -79,7 +87,7 @@ def run_release(
 
 
 def run_rollback(app: str, environment: str, to: str | None, store_block: str = "default", lock_wait: float = 600) -> dict:
-    from flows.release import rollback
+    from flows.rollback import rollback
 
     result, run_id = _run(
         rollback, app=app, environment=environment, to=to, reason="manual (slipway rollback)", store_block=store_block, lock_wait=lock_wait,
@@ -96,13 +104,9 @@ def run_diagnose(app: str, environment: str | None, store_block: str = "default"
 
 def flags_client(store_block: str = "default"):
     """SSM in the artifact store's account and region: flags live beside the ledger."""
-    from blocks import aws_clients
-    from tasks.release_tasks import ArtifactStoreBlock, load_block
+    from tasks.wiring import store_client
 
-    block = load_block(ArtifactStoreBlock, store_block, missing=f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
-                       hint="run `slipway local up` (local stack) or create the block (docs/blocks.md)", ref="store-block-missing")
-    (ssm,) = aws_clients(block.credentials, "ssm")
-    return ssm
+    return store_client(store_block, "ssm")
 
 
 def paused_runs(app: str, environment: str) -> list[Any]:
@@ -154,7 +158,7 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
 
 
 def read_history(app: str, environment: str | None, store_block: str = "default"):
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     _, ledger = open_store(store_block)
     return ledger.history(app, environment), {env: ledger.head(app, env) for env in ([environment] if environment else ledger.environments(app))}

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from slipway.record.diagnose import FailureRecord, diagnose as diagnose_record
 from slipway.core.errors import InputError
 from tasks.diagnose_tasks import read_failure_record
-from tasks.release_tasks import read_heads
+from tasks.deploy_tasks import read_heads
 
 
 def artifact_key(app: str) -> str:

@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from slipway.record.diagnose import FailureRecord, ReleaseDiff, compute_diff
 from slipway.source.git import Checkout
 from slipway.record.ledger import LiveRelease
-from tasks.release_tasks import TRANSIENT_RETRIES, open_store
+from tasks.wiring import TRANSIENT_RETRIES, open_store
 
 
 def _flag_lines(old: dict, new: dict) -> list[str]:
