@@ -102,8 +102,21 @@ def run_diagnose(app: str, environment: str | None, store_block: str = "default"
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def _fast_store(store_block: str, *services: str):
+    """The store block read without importing Prefect (deployments/block_reader.py), or None to load it with Prefect."""
+    import os
+
+    from deployments.block_reader import store_clients
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    return store_clients(api_url, store_block, *services) if api_url else None
+
+
 def flags_client(store_block: str = "default"):
     """SSM in the artifact store's account and region: flags live beside the ledger."""
+    fast = _fast_store(store_block, "ssm")
+    if fast is not None:
+        return fast[1][0]
     from tasks.wiring import store_client
 
     return store_client(store_block, "ssm")
@@ -158,10 +171,31 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
 
 
 def read_history(app: str, environment: str | None, store_block: str = "default"):
-    from tasks.wiring import open_store
+    """The ledger of APP (one environment or all) and the heads: a read that starts no flow."""
+    fast = _fast_store(store_block, "s3")
+    if fast is not None:
+        from slipway.record.ledger import Ledger
 
-    _, ledger = open_store(store_block)
-    return ledger.history(app, environment), {env: ledger.head(app, env) for env in ([environment] if environment else ledger.environments(app))}
+        block, (s3,) = fast
+        ledger = Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"])
+    else:
+        from tasks.wiring import open_store
+
+        _, ledger = open_store(store_block)
+    return ledger_view(ledger, app, environment)
+
+
+def ledger_view(ledger, app: str, environment: str | None):
+    """(entries newest first, head per environment), each entry read once: the heads are folded from the entries
+    (what the checkpoint caches), so a history costs one list and one read per entry."""
+    import functools
+
+    from slipway.record.ledger import EnvHead, fold
+
+    envs = [environment] if environment else ledger.environments(app)
+    entries = {env: ledger.entries(app, env) for env in envs}
+    heads = {env: functools.reduce(fold, entries[env], EnvHead(app=app, environment=env)) for env in envs}
+    return sorted((e for found in entries.values() for e in found), key=lambda e: (e.at, e.seq), reverse=True), heads
 
 
 def save_local_blocks(

@@ -57,7 +57,9 @@ def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None
     head = ledger.head(app, env_name)
     if head.live is None:
         return None
-    for entry in ledger.history(app, env_name, limit=200):  # re-verifications record no flags: skipped
+    if head.live.flags is not None:  # recorded in the head since flags are folded into it
+        return head.live.flags
+    for entry in ledger.history(app, env_name, limit=200):  # an older head: the deploy's own entry (re-verifications record none)
         if (entry.kind == "deploy-started" and entry.release_id == head.live.release_id and entry.version == head.live.version
                 and "flags" in entry.detail):
             return entry.detail["flags"] or {}
