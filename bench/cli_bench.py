@@ -174,7 +174,10 @@ def main() -> int:
 
     info = localstack.up(work / "home")
     try:
-        save_local_blocks(info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: info["env"]["PREFECT_API_URL"]}):
+            save_local_blocks(info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
         env.update(PREFECT_API_URL=info["env"]["PREFECT_API_URL"])
         results = measure(info, env, work, args.reps)

@@ -95,6 +95,33 @@ def run_rollback(app: str, environment: str, to: str | None, store_block: str = 
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def read_diagnosis(app: str, environment: str | None, store_block: str = "default") -> dict:
+    """The diagnosis of the latest failed release of APP (in ENV), from the record the release left: read-only, no
+    flow (the release already published it in the UI as ``diagnosis-<app>``)."""
+    from slipway.artifact.store import ArtifactStore
+    from slipway.core.errors import InputError
+    from slipway.record.diagnose import FailureRecord, diagnosis_environment, diagnosis_view, pick_failure_record
+    from slipway.record.ledger import Ledger
+
+    fast = _fast_store(store_block, "s3")
+    if fast is not None:
+        block, (s3,) = fast
+        store = ArtifactStore(s3, block["bucket"], block["prefix"], block["kms_key_id"])
+        ledger = Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"])
+    else:
+        from tasks.wiring import open_store
+
+        store, ledger = open_store(store_block)
+    found = pick_failure_record(store.failure_records(app), environment)
+    if found is None:
+        raise InputError(f"no failed release of {app + '/' + environment if environment else app} is on record",
+                         hint="diagnose reads the record a failed release leaves in the artifact store; `slipway history APP` shows what ran",
+                         ref="nothing-to-diagnose")
+    record = FailureRecord.model_validate(found[1])
+    env = diagnosis_environment(record)
+    return diagnosis_view(record, found[0].removeprefix(store.prefix), ledger.head(app, env) if env else None)
+
+
 def run_diagnose(app: str, environment: str | None, store_block: str = "default") -> dict:
     from flows.diagnose import diagnose
 

@@ -179,18 +179,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    runner = _runner(args)
-    out = runner.run_diagnose(args.app, args.env)
-    result = out["result"]
-    if isinstance(result, BaseException):
-        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
-        return exit_code_for(result)
+    """Read-only: the diagnosis recorded by the failed release, shown without starting a flow."""
+    result = _runner(args).read_diagnosis(args.app, args.env)
     if args.json:
-        _print_json({k: v for k, v in result.items() if k != "text"})
+        _print_json({k: v for k, v in result.items() if k not in ("text", "markdown")})
         return 0
     print(result["text"])
-    if out["run_url"]:
-        print(f"  diagnose run: {out['run_url']}")
     return 0
 
 
