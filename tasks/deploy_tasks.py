@@ -1,6 +1,11 @@
 """The staged deploy of one environment and its rollback, each step a thin task over ``slipway.rollout.staged``:
 reconcile → prepare a version → shift traffic (or re-verify) → verify; roll back; record a human's decision; read
-the ledger and the flags. Every task takes the environment as a typed ``EnvRef``."""
+the ledger and the flags. Every step takes the environment as a typed ``EnvRef``.
+
+The steps that change what serves (prepare, shift, verify, roll back) are tasks: retried on transient errors and shown
+in the UI. Reading the ledger and the flags, reconciling first (a no-op unless a run died) and recording a decision
+are plain functions: botocore already retries their AWS calls, and each task run costs the Prefect server several
+writes (states, events), which on SQLite also means contention that the client answers with 2 s retries."""
 
 from __future__ import annotations
 
@@ -20,13 +25,11 @@ from tasks.wiring import TRANSIENT_RETRIES, alarm_client, env_context, location_
 
 
 # ---- the ledger ------------------------------------------------------------------------------------------------
-@task(name="read-ledger-heads", **TRANSIENT_RETRIES)
 def read_heads(store_block: str, app: str, environments: list[str]) -> dict[str, EnvHead]:
     _, ledger = open_store(store_block)
     return {env: ledger.head(app, env) for env in environments}
 
 
-@task(name="ledger-since", **TRANSIENT_RETRIES)
 def ledger_since(store_block: str, app: str, env: str, seq: int) -> list[dict]:
     """What this release recorded in ``env`` (entries after ``seq``): kind, message, verdict."""
     _, ledger = open_store(store_block)
@@ -37,7 +40,6 @@ def ledger_since(store_block: str, app: str, env: str, seq: int) -> list[dict]:
             for e in ledger.entries_after(app, env, seq)]
 
 
-@task(name="record-decision", **TRANSIENT_RETRIES)
 def record_decision(ref: EnvRef, artifact: ArtifactRef, approved: bool, approver: str, reason: str, gate: str) -> None:
     """An approval (or a human's answer to an INCONCLUSIVE canary) goes into the ledger with who gave it."""
     _, ledger = open_store(ref.store_block)
@@ -50,7 +52,6 @@ def record_decision(ref: EnvRef, artifact: ArtifactRef, approved: bool, approver
 
 
 # ---- feature flags -----------------------------------------------------------------------------------------------
-@task(name="live-flags", **TRANSIENT_RETRIES)
 def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None:
     """The flags the live version was deployed with ({} when none were recorded; None when nothing is live)."""
     _, ledger = open_store(store_block)
@@ -66,7 +67,6 @@ def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None
     return {}
 
 
-@task(name="read-flags", **TRANSIENT_RETRIES)
 def read_env_flags(store_block: str, app: str, env_name: str) -> dict:
     """The environment's feature flags now (SSM, in the artifact store's account): {name: {version, value}}."""
     from slipway.record.flags import flags_fingerprint, read_flags
@@ -106,7 +106,6 @@ def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> 
 
 
 # ---- one environment's deploy ----------------------------------------------------------------------------------------
-@task(name="reconcile-environment", **TRANSIENT_RETRIES)
 def reconcile_environment(ref: EnvRef) -> str | None:
     ctx = env_context(ref)
     try:
