@@ -151,7 +151,7 @@ def container_releases(client, env: str) -> list[str]:
 
 
 def endpoint(env: str) -> str:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     return open_store("default")[1].head(APP, env).location["endpoint"]
 
@@ -322,7 +322,7 @@ def bench_health_failure(release, client, repo: Path, v1_release: str) -> dict:
 
 
 def bench_verify_failure(release, client, repo: Path, v1_release: str) -> dict:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     commit_v3(repo)
     with Poller(endpoint("dev") + "/") as poller:

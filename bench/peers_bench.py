@@ -435,7 +435,7 @@ def bench_release(release, reps: int) -> dict:
 
 
 def bench_rollback(release, reps: int) -> dict:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     _, ledger = open_store("default")
     gaps, start_to_stable, totals = [], [], []
@@ -479,7 +479,8 @@ def plain_release(repo: Path) -> dict:
     from slipway.core.models import Provenance
     from slipway.spec.loading import check_spec_against_checkout, load_spec
     from slipway.source.testrun import run_tests
-    from tasks.release_tasks import env_context, location_for, open_store, release_id_for
+    from tasks.artifact_tasks import release_id_for
+    from tasks.wiring import env_context, env_ref, open_store
 
     steps: dict[str, float] = {}
 
@@ -514,10 +515,7 @@ def plain_release(repo: Path) -> dict:
         )
         artifact = step("publish", store.publish, built.path, provenance)
         assert not artifact.reused, "the plain run must not reuse an artifact"
-        env = spec.environment("dev")
-        checks_dev = [c.model_dump(mode="json", exclude_none=True) for c in spec.verify.smoke]
-        ctx = env_context(spec.app, "dev", "default", target_type="lambda", location=location_for(spec, "dev"),
-                          target_block=env.target, spec=spec, checks=checks_dev)
+        ctx = env_context(env_ref(spec, "dev", "default"))
         deployed = step("prepare_version", staged.publish, ctx, artifact)
         seq = step("shift_alias", staged.shift_traffic, ctx, artifact, deployed)
         result = step("verify", staged.verify, ctx, artifact, deployed.version, seq)
@@ -572,7 +570,7 @@ def release_in_parallel(release, repos: list[Path]) -> dict:
 
 
 def bench_scaling(release, counts: list[int], reps: int) -> dict:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     _, ledger = open_store("default")
     release_ok(release, make_repo("scale-fill"), only=["dev"])  # untimed: the test venv and deps caches are warm for every row

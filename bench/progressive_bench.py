@@ -86,7 +86,7 @@ def main() -> int:
             from deployments.local_blocks import save_local_blocks
             from deployments.runner import flush_prefect_workers, quiet_console_tracebacks
             from flows.release import release
-            from tasks.release_tasks import open_store
+            from tasks.wiring import open_store
 
             quiet_console_tracebacks()
             save_local_blocks(info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"])

@@ -87,7 +87,7 @@ def bench_build() -> dict:
 
 
 def bench_rollback(release, runs: int) -> dict:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     _, ledger = open_store("default")
     gaps, alias_gaps = [], []

@@ -20,10 +20,9 @@ def configured_api_url() -> str | None:
 
 
 def ui_url_for_run(flow_run_id: Any) -> str | None:
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+    from flows.links import ui_url_for_run as url
 
-    base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
-    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
+    return url(flow_run_id)
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -57,9 +56,18 @@ def flush_prefect_workers(timeout: float = 10) -> None:
 
 
 def _run(flow_fn, **params) -> tuple[Any, Any]:
-    """Run a flow, return (result or exception, flow_run_id)."""
+    """Run a flow in this process, return (result or exception, flow_run_id).
+
+    Without flow-run heartbeats: a sync flow run (and each subflow run) ends by joining the heartbeat thread, which
+    sleeps in 1 s steps, so heartbeats cost up to a second per flow run. Nothing in Slipway reads them. A run that
+    this process started and that is killed stays Running in Prefect either way (heartbeats only let an automation
+    notice it); the ledger's in-progress record is what the next release reconciles. Runs on a worker keep
+    Prefect's default: the worker marks a killed run Crashed and its rollback trigger fires."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     quiet_console_tracebacks()
-    state = flow_fn(**params, return_state=True)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = flow_fn(**params, return_state=True)
     result = state.result(raise_on_failure=False)
     run_id = getattr(state.state_details, "flow_run_id", None)
     return result, run_id
@@ -79,12 +87,39 @@ def run_release(
 
 
 def run_rollback(app: str, environment: str, to: str | None, store_block: str = "default", lock_wait: float = 600) -> dict:
-    from flows.release import rollback
+    from flows.rollback import rollback
 
     result, run_id = _run(
         rollback, app=app, environment=environment, to=to, reason="manual (slipway rollback)", store_block=store_block, lock_wait=lock_wait,
     )
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
+
+
+def read_diagnosis(app: str, environment: str | None, store_block: str = "default") -> dict:
+    """The diagnosis of the latest failed release of APP (in ENV), from the record the release left: read-only, no
+    flow (the release already published it in the UI as ``diagnosis-<app>``)."""
+    from slipway.artifact.store import ArtifactStore
+    from slipway.core.errors import InputError
+    from slipway.record.diagnose import FailureRecord, diagnosis_environment, diagnosis_view, pick_failure_record
+    from slipway.record.ledger import Ledger
+
+    fast = _fast_store(store_block, "s3")
+    if fast is not None:
+        block, (s3,) = fast
+        store = ArtifactStore(s3, block["bucket"], block["prefix"], block["kms_key_id"])
+        ledger = Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"])
+    else:
+        from tasks.wiring import open_store
+
+        store, ledger = open_store(store_block)
+    found = pick_failure_record(store.failure_records(app), environment)
+    if found is None:
+        raise InputError(f"no failed release of {app + '/' + environment if environment else app} is on record",
+                         hint="diagnose reads the record a failed release leaves in the artifact store; `slipway history APP` shows what ran",
+                         ref="nothing-to-diagnose")
+    record = FailureRecord.model_validate(found[1])
+    env = diagnosis_environment(record)
+    return diagnosis_view(record, found[0].removeprefix(store.prefix), ledger.head(app, env) if env else None)
 
 
 def run_diagnose(app: str, environment: str | None, store_block: str = "default") -> dict:
@@ -94,15 +129,24 @@ def run_diagnose(app: str, environment: str | None, store_block: str = "default"
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def _fast_store(store_block: str, *services: str):
+    """The store block read without importing Prefect (deployments/block_reader.py), or None to load it with Prefect."""
+    import os
+
+    from deployments.block_reader import store_clients
+
+    api_url = os.environ.get("PREFECT_API_URL")
+    return store_clients(api_url, store_block, *services) if api_url else None
+
+
 def flags_client(store_block: str = "default"):
     """SSM in the artifact store's account and region: flags live beside the ledger."""
-    from blocks import aws_clients
-    from tasks.release_tasks import ArtifactStoreBlock, load_block
+    fast = _fast_store(store_block, "ssm")
+    if fast is not None:
+        return fast[1][0]
+    from tasks.wiring import store_client
 
-    block = load_block(ArtifactStoreBlock, store_block, missing=f"no slipway-artifact-store block named {store_block!r} on this Prefect server",
-                       hint="run `slipway local up` (local stack) or create the block (docs/blocks.md)", ref="store-block-missing")
-    (ssm,) = aws_clients(block.credentials, "ssm")
-    return ssm
+    return store_client(store_block, "ssm")
 
 
 def paused_runs(app: str, environment: str) -> list[Any]:
@@ -154,10 +198,31 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
 
 
 def read_history(app: str, environment: str | None, store_block: str = "default"):
-    from tasks.release_tasks import open_store
+    """The ledger of APP (one environment or all) and the heads: a read that starts no flow."""
+    fast = _fast_store(store_block, "s3")
+    if fast is not None:
+        from slipway.record.ledger import Ledger
 
-    _, ledger = open_store(store_block)
-    return ledger.history(app, environment), {env: ledger.head(app, env) for env in ([environment] if environment else ledger.environments(app))}
+        block, (s3,) = fast
+        ledger = Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"])
+    else:
+        from tasks.wiring import open_store
+
+        _, ledger = open_store(store_block)
+    return ledger_view(ledger, app, environment)
+
+
+def ledger_view(ledger, app: str, environment: str | None):
+    """(entries newest first, head per environment), each entry read once: the heads are folded from the entries
+    (what the checkpoint caches), so a history costs one list and one read per entry."""
+    import functools
+
+    from slipway.record.ledger import EnvHead, fold
+
+    envs = [environment] if environment else ledger.environments(app)
+    entries = {env: ledger.entries(app, env) for env in envs}
+    heads = {env: functools.reduce(fold, entries[env], EnvHead(app=app, environment=env)) for env in envs}
+    return sorted((e for found in entries.values() for e in found), key=lambda e: (e.at, e.seq), reverse=True), heads
 
 
 def save_local_blocks(

@@ -11,10 +11,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from slipway.record.diagnose import FailureRecord, diagnose as diagnose_record
+from slipway.record.diagnose import FailureRecord, diagnosis_environment, diagnosis_view
 from slipway.core.errors import InputError
 from tasks.diagnose_tasks import read_failure_record
-from tasks.release_tasks import read_heads
+from tasks.deploy_tasks import read_heads
 
 
 def artifact_key(app: str) -> str:
@@ -37,19 +37,12 @@ def diagnose(app: str, environment: str | None = None, record_key: str | None = 
         )
     key, data = found
     record = FailureRecord.model_validate(data)
-    result = diagnose_record(record)
-    since = None
-    env = record.environment or (record.diff.environment if record.diff else None)
-    if env:
-        head = read_heads(store_block, app, [env])[env]
-        if head.live and head.live.verified_at and head.live.verified_at > record.at:
-            since = f"since then, {env} verified {head.live.release_id} (at {head.live.verified_at})"
-    markdown = result.markdown() + (f"\n_{since}_\n" if since else "")
-    create_markdown_artifact(key=artifact_key(app), markdown=markdown,
-                             description=f"Why release {record.release_id or '(not built)'} of {app} failed: {result.title}")
-    get_run_logger().info("%s", result.text())
-    return {**result.model_dump(mode="json"), "title": result.title, "text": result.text() + (f"\n  note:        {since}" if since else ""),
-            "record_key": key}
+    env = diagnosis_environment(record)
+    view = diagnosis_view(record, key, read_heads(store_block, app, [env])[env] if env else None)
+    create_markdown_artifact(key=artifact_key(app), markdown=view.pop("markdown"),
+                             description=f"Why release {record.release_id or '(not built)'} of {app} failed: {view['title']}")
+    get_run_logger().info("%s", view["text"])
+    return view
 
 
 __all__ = ["diagnose", "artifact_key"]

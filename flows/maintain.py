@@ -7,10 +7,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows.events import emit
-from flows.release import _artifact_key, release
+from flows.links import artifact_key
+from flows.release import release
+from flows.rollback import recorded_env_ref
 from slipway.core.errors import DeployError, ReleaseFailed
-from tasks import release_tasks as t
+from tasks.deploy_tasks import check_environment
 from tasks.locks import environment_lock
+from tasks.wiring import open_store
 
 
 @flow(name="verify", flow_run_name="verify live environments")
@@ -23,19 +26,18 @@ def verify_live(apps: list[str] | None = None, heal: bool = False, store_block: 
     held). Ends Failed when a problem remains, so a schedule's failures show in the UI and can notify.
     """
     logger = get_run_logger()
-    _, ledger = t.open_store(store_block)
+    _, ledger = open_store(store_block)
     rows, problems = [], []
     for app in apps or ledger.apps():
         for env in ledger.environments(app):
-            head = ledger.head(app, env)
-            if head.live is None or not (head.location or head.function):
+            if ledger.head(app, env).live is None:
                 continue
-            location = head.location or {"function": head.function, "alias": head.alias or "live"}
-            ctx_args = dict(app=app, env_name=env, store_block=store_block, target_type=head.target_type or "lambda",
-                            location=location, target_block=head.target_block)
+            ref = recorded_env_ref(app, env, store_block, automatic=True)
+            if ref is None:
+                continue
             try:
                 with environment_lock(app, env, 0):
-                    result = t.check_environment(ctx_args, heal)
+                    result = check_environment(ref, heal)
             except DeployError as exc:
                 if exc.ref != "environment-locked":
                     raise
@@ -46,7 +48,7 @@ def verify_live(apps: list[str] | None = None, heal: bool = False, store_block: 
                 emit(f"slipway.verify.{result['status']}", app, env, **{k: v for k, v in result.items() if k != "status"})
                 if not result.get("healed"):
                     problems.append(f"{app}/{env}: {result['status']}: {result['detail']}")
-    create_table_artifact(key=_artifact_key("verify", "live"), table=rows or [{"status": "nothing live"}],
+    create_table_artifact(key=artifact_key("verify", "live"), table=rows or [{"status": "nothing live"}],
                           description="What runs vs. what the ledger says is live")
     logger.info("checked %d environment(s): %d problem(s)", len(rows), len(problems))
     if problems:
@@ -70,7 +72,7 @@ def promote(
 ) -> dict:
     """Release what is verified in ``from_env`` (its live release, or ``release_id``) to ``to_env``: the same commit,
     the same artifact (found through the store's build pointer: nothing is rebuilt or re-tested), the same gates."""
-    store, ledger = t.open_store(store_block)
+    store, ledger = open_store(store_block)
     head = ledger.head(app, from_env)
     chosen = head.verified_release(release_id) if release_id else head.live
     if chosen is None or not head.eligible(chosen):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from slipway.record.diagnose import FailureRecord, ReleaseDiff, compute_diff
+from slipway.record.diagnose import FailureRecord, ReleaseDiff, compute_diff, pick_failure_record
 from slipway.source.git import Checkout
 from slipway.record.ledger import LiveRelease
-from tasks.release_tasks import TRANSIENT_RETRIES, open_store
+from tasks.wiring import TRANSIENT_RETRIES, open_store
 
 
 def _flag_lines(old: dict, new: dict) -> list[str]:
@@ -64,8 +64,5 @@ def read_failure_record(store_block: str, app: str, environment: str | None, rec
     if record_key:
         data = store.read_failure_record(record_key)
         return (record_key, data) if data else None
-    for key, data in store.failure_records(app):
-        where = data.get("environment") or ((data.get("diff") or {}).get("environment"))
-        if environment is None or where == environment:
-            return key.removeprefix(store.prefix), data
-    return None
+    found = pick_failure_record(store.failure_records(app), environment)
+    return (found[0].removeprefix(store.prefix), found[1]) if found else None

@@ -74,7 +74,10 @@ def environment_lock(app: str, env: str, wait_seconds: float):
         with maintain_concurrency_lease(lease, LEASE_SECONDS, raise_on_lease_renewal_failure=True):
             yield
     finally:
-        _clear_holder(name)  # still ours: nobody else can write it before the slot is given back
+        # The holder record is left in place: giving the slot back revokes its lease, and giving back a revoked lease
+        # is a no-op on the server, so a stale record can never free another run's lock (the next holder overwrites
+        # it). Deleting it cost one more write to the Prefect database per deploy, which a busy SQLite server answers
+        # with 503 and Prefect's client retries after about 2 s.
         release_concurrency_slots_with_lease(lease)
 
 
@@ -91,15 +94,6 @@ def _set_holder(name: str, lease: UUID) -> None:
     try:
         Variable.set(_holder_variable(name), {"lease": str(lease), "runs": runs}, overwrite=True)
     except Exception:  # noqa: BLE001 - only lets a dead holder's lock go sooner; the lease still expires
-        pass
-
-
-def _clear_holder(name: str) -> None:
-    from prefect.variables import Variable
-
-    try:
-        Variable.unset(_holder_variable(name))
-    except Exception:  # noqa: BLE001 - see _set_holder
         pass
 
 

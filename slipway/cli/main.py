@@ -1,9 +1,13 @@
-"""The ``slipway`` command: a thin layer over the flows.
+"""The ``slipway`` command: a thin layer over one runner it is given.
+
+``main(argv, runner=...)`` takes the runner (the Prefect side: ``deployments.runner``, imported lazily by default)
+the way chalice's CLI takes its factory: the commands parse, validate and print; the runner runs flows and reads
+the ledger. Read-only commands (``history``, ``flag list/history``, ``local status``) start no flow, and ``history``
+and ``flag`` read the store block without importing Prefect when they can (``deployments/block_reader.py``).
 
 User errors print one line (``error: ...``) and exit non-zero; no traceback unless ``SLIPWAY_DEBUG=1``.
-Exit codes: 0 success, 1 the release/rollback ran and failed, 2 bad input or configuration.
-Commands that run flows import the Prefect side (``deployments.runner``) lazily; ``slipway`` itself
-imports no Prefect module.
+Exit codes: 0 success, 1 the release/rollback ran and failed, 2 bad input or configuration (from each error's
+declared reference: ``slipway.core.errors.exit_code_for``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from slipway.local import stack as localstack
 from slipway.core.errors import BAD_INPUT, SlipwayError, exit_code_for
@@ -25,7 +29,7 @@ class CliError(Exception):
         self.code = code
 
 
-def _configure_prefect_api() -> str | None:
+def _configure_prefect_api(make_runner: Callable[[], Any]) -> str | None:
     """Use the local stack's Prefect API when none is configured (before Prefect is imported)."""
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
@@ -34,15 +38,20 @@ def _configure_prefect_api() -> str | None:
         os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         return os.environ["PREFECT_API_URL"]
-    configured = importlib.import_module("deployments.runner").configured_api_url()  # a Prefect profile may set it
+    configured = make_runner().configured_api_url()  # a Prefect profile may set it
     if configured:
         return configured
     raise CliError("no Prefect API configured: run `slipway local up` (embedded stack) or set PREFECT_API_URL")
 
 
-def _runner():
-    _configure_prefect_api()
+def default_runner():
+    """The Prefect side, imported only by the commands that need it."""
     return importlib.import_module("deployments.runner")
+
+
+def _runner(args: argparse.Namespace):
+    _configure_prefect_api(args.make_runner)
+    return args.make_runner()
 
 
 def _print_json(data: Any) -> None:
@@ -54,8 +63,7 @@ def cmd_local(args: argparse.Namespace) -> int:
     if args.local_cmd == "up":
         info = localstack.up()
         os.environ["PREFECT_API_URL"] = info["env"]["PREFECT_API_URL"]
-        runner = importlib.import_module("deployments.runner")
-        saved = runner.save_local_blocks(
+        saved = args.make_runner().save_local_blocks(
             info["env"]["AWS_ENDPOINT_URL"], info["bucket"], info["role_arn"], localstack.REGION,
             registry=info["registry"], proxy_root=info["proxy_root"] if info["registry"] else None,
             health_timeout=20,  # local services start in seconds; a broken one should not hold the demo for a minute
@@ -97,7 +105,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     validate_repo_url(args.repo_url)  # before anything else, even before Prefect is reached
     validate_ref(args.ref)
-    runner = _runner()
+    runner = _runner(args)
     out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block, lock_wait=args.lock_wait)
     result = out["result"]
     from slipway.core.models import StageOutcome
@@ -121,7 +129,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    runner = _runner()
+    runner = _runner(args)
     out = runner.run_rollback(args.app, args.env, args.to, lock_wait=args.lock_wait)
     result = out["result"]
     if isinstance(result, BaseException):
@@ -139,7 +147,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     approver = args.approver or default_actor()
     if len(args.reason or "") > 500 or len(approver) > 100:
         raise CliError("--reason is limited to 500 characters and --approver to 100; shorten them")
-    runner = _runner()
+    runner = _runner(args)
     out = runner.approve(args.app, args.env, approve=not args.reject, reason=args.reason or "", approver=approver)
     verb = "rejected" if args.reject else "approved"
     what = f"release {out['release_id']}" if out.get("release_id") else "the paused release"
@@ -149,7 +157,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    runner = _runner()
+    runner = _runner(args)
     entries, heads = runner.read_history(args.app, args.env)
     if not heads or (args.env and heads[args.env].last_seq == 0):
         where = f"app {args.app!r}" + (f" in environment {args.env!r}" if args.env else "")
@@ -171,18 +179,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    runner = _runner()
-    out = runner.run_diagnose(args.app, args.env)
-    result = out["result"]
-    if isinstance(result, BaseException):
-        print(f"error: {result.one_line() if isinstance(result, SlipwayError) else result}", file=sys.stderr)
-        return exit_code_for(result)
+    """Read-only: the diagnosis recorded by the failed release, shown without starting a flow."""
+    result = _runner(args).read_diagnosis(args.app, args.env)
     if args.json:
-        _print_json({k: v for k, v in result.items() if k != "text"})
+        _print_json({k: v for k, v in result.items() if k not in ("text", "markdown")})
         return 0
     print(result["text"])
-    if out["run_url"]:
-        print(f"  diagnose run: {out['run_url']}")
     return 0
 
 
@@ -191,7 +193,7 @@ def cmd_flag(args: argparse.Namespace) -> int:
 
     if args.flag_cmd == "set":  # validated before Prefect or AWS is reached
         flags.validate_flag(args.app, args.env, args.name, args.value)
-    ssm = _runner().flags_client()
+    ssm = _runner(args).flags_client()
     if args.flag_cmd == "set":
         from slipway.record.ledger import default_actor
 
@@ -305,9 +307,11 @@ def _check_names(args: argparse.Namespace) -> None:
                            "(lowercase letters, digits and dashes)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, runner: Callable[[], Any] | None = None) -> int:
+    """Run one command; ``runner`` makes the Prefect-side runner (default: ``deployments.runner``, imported lazily)."""
     try:
         args = build_parser().parse_args(argv)
+        args.make_runner = runner or default_runner
         _check_names(args)
         return int(args.func(args) or 0)
     except CliError as exc:

@@ -116,3 +116,13 @@ class ImageRef(_Model):
 
 
 ArtifactRef.model_rebuild()
+
+
+class BuiltZip(_Model):
+    """A Lambda zip built in a temporary directory, before it is published (the store names it by ``sha256``)."""
+
+    path: str
+    sha256: str
+    size: int
+    unzipped_size: int
+    file_count: int

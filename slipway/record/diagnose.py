@@ -493,6 +493,32 @@ def diagnose(record: FailureRecord) -> Diagnosis:
     )
 
 
+def pick_failure_record(records, environment: str | None) -> tuple[str, dict] | None:
+    """The newest of ``records`` ((key, data), newest first) that failed in ``environment`` (any, when None)."""
+    for key, data in records:
+        where = data.get("environment") or ((data.get("diff") or {}).get("environment"))
+        if environment is None or where == environment:
+            return key, data
+    return None
+
+
+def diagnosis_environment(record: FailureRecord) -> str | None:
+    return record.environment or (record.diff.environment if record.diff else None)
+
+
+def diagnosis_view(record: FailureRecord, key: str, head=None) -> dict:
+    """The diagnosis as the CLI and the diagnose flow return it; with ``head`` (the environment's ledger head now), a
+    note when a release was verified there after the failure."""
+    result = diagnose(record)
+    since = None
+    env = diagnosis_environment(record)
+    if head is not None and head.live and head.live.verified_at and head.live.verified_at > record.at:
+        since = f"since then, {env} verified {head.live.release_id} (at {head.live.verified_at})"
+    return {**result.model_dump(mode="json"), "title": result.title, "since": since, "record_key": key,
+            "markdown": result.markdown() + (f"\n_{since}_\n" if since else ""),
+            "text": result.text() + (f"\n  note:        {since}" if since else "")}
+
+
 # ---- the diff -----------------------------------------------------------------------------------------------
 DEPENDENCY_FILES = re.compile(r"(^|/)(requirements[^/]*\.(txt|in)|poetry\.lock|Pipfile(\.lock)?|pyproject\.toml|uv\.lock|"
                               r"package(-lock)?\.json|setup\.(py|cfg))$")

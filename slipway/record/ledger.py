@@ -82,6 +82,7 @@ class LiveRelease(BaseModel):
     verified_at: str | None = None
     checks: list[dict[str, Any]] = Field(default_factory=list, description="smoke checks it passed (re-run on rollback)")
     image: str | None = None  # repo@sha256:... for container releases (what a rollback runs again)
+    flags: dict[str, dict] | None = None  # the feature flags this version was deployed with (None: not recorded)
 
 
 class InProgress(BaseModel):
@@ -96,6 +97,7 @@ class InProgress(BaseModel):
     failed: bool = False
     message: str = ""
     from_version: str | None = None  # what the alias served before this run touched it
+    flags: dict[str, dict] | None = None  # the feature flags this deploy delivers (None: a re-verification, or not recorded)
 
 
 class EnvHead(BaseModel):
@@ -157,6 +159,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
         h.in_progress = InProgress(
             kind="deploy", release_id=entry.release_id, version=entry.version, started_seq=entry.seq,
             started_at=entry.at, run_id=entry.run_id, from_version=entry.detail.get("from_version"),
+            flags=entry.detail.get("flags"),
         )
     elif kind == "rollback-started":
         h.in_progress = InProgress(
@@ -175,6 +178,7 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
         release = LiveRelease(
             release_id=entry.release_id or "?", version=entry.version or "?", artifact_sha256=entry.artifact_sha256,
             commit=entry.commit, verified_at=entry.at, checks=list(entry.detail.get("checks", [])), image=entry.detail.get("image"),
+            flags=_verified_flags(h, entry),
         )
         h.live = release
         h.serving_version = release.version
@@ -199,6 +203,18 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
             started_at=entry.at, run_id=entry.run_id, failed=True, message=entry.message,
         )
     return h
+
+
+def _verified_flags(head: EnvHead, entry: LedgerEntry) -> dict[str, dict] | None:
+    """The flags of a version just verified: those its deploy delivered, or, for a re-verification, the ones the same
+    live version already had."""
+    ip = head.in_progress
+    if ip is not None and ip.kind == "deploy" and ip.flags is not None:
+        return ip.flags
+    live = head.live
+    if live is not None and live.release_id == entry.release_id and live.version == entry.version:
+        return live.flags
+    return None
 
 
 class Ledger:

@@ -8,13 +8,44 @@ any point leaves a durable in-progress record that the next run reconciles.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from slipway.core.errors import DeployError, RollbackError, VerificationFailed
 from slipway.record.ledger import EnvHead, Ledger, LiveRelease
 from slipway.core.models import ArtifactRef, DeployResult, VerifyResult
 from slipway.targets.protocol import Target
+from slipway.spec.schema import Spec
 from slipway.verify.lambda_checks import failure_error
+
+
+class EnvRef(BaseModel):
+    """Which environment of which app a step acts on, and where it is served: everything needed to resolve its
+    ledger and target (blocks, clients) once per run. Typed and frozen; it replaces the dicts that used to carry an
+    environment between tasks. ``spec`` is absent for a rollback (the ledger's recorded location is enough)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    app: str
+    environment: str
+    store_block: str = "default"
+    target_type: str = "lambda"
+    location: dict[str, Any] = Field(default_factory=dict)
+    target_block: str | None = None
+    spec: Spec | None = None
+    checks: tuple[dict, ...] = ()
+    flags: dict[str, dict] | None = None  # feature flags delivered with this deploy: {name: {version, value}}
+
+    def with_flags(self, flags: dict[str, dict] | None) -> "EnvRef":
+        return self.model_copy(update={"flags": flags})
+
+    def cache_key(self) -> str:
+        """Equal for two references that resolve to the same ledger and target."""
+        import json
+
+        return json.dumps([self.app, self.environment, self.store_block, self.target_type, self.location, self.target_block,
+                           self.spec.digest() if self.spec else None, list(self.checks), self.flags], sort_keys=True, default=str)
 
 
 @dataclass

@@ -45,7 +45,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 MIN_EXPECTED_FOR_Z = 5.0  # textbook validity condition for the normal approximation of a 2x2 table
@@ -160,6 +159,8 @@ def judge_latency(stable: SideSample, canary: SideSample, t: CanaryThresholds) -
     # Tested against the tolerance itself: is the canary slower than stable *times the tolerated ratio*?
     # Testing against plain stable fails a canary that is really ×1.1 (within a ×1.2 tolerance) whenever its
     # noisy sample median lands above ×1.2: 10% of windows at 120 canary requests (bench/canary_bench.py).
+    from scipy import stats  # imported when a canary is judged: it costs ~0.5 s, and most commands never judge one
+
     p = float(stats.mannwhitneyu(c, s * t.max_latency_increase_ratio, alternative="greater").pvalue)
     p = 1.0 if math.isnan(p) else p  # all observations tied: no evidence either way
     s_med, c_med = float(np.median(s)), float(np.median(c))
@@ -196,6 +197,7 @@ def _decide(seen: str, p: float, alpha: float, effect_too_big: bool, within: str
 
 def _error_p_value(stable: SideSample, canary: SideSample) -> tuple[float, str]:
     """One-sided p-value for "canary error rate > stable error rate"; at least one error exists."""
+    from scipy import stats
     n_s, n_c = stable.requests, canary.requests
     pooled = (stable.errors + canary.errors) / (n_s + n_c)
     expected = min(pooled * n_s, pooled * n_c, (1 - pooled) * n_s, (1 - pooled) * n_c)

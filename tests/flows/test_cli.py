@@ -126,3 +126,15 @@ def test_history_of_an_environment_never_released_to_says_so(prefect_api, app_re
     assert slipway("release", repo.url, "--ref", "v1", "--only", "dev", env=env).returncode == 0
     proc = slipway("history", repo.app, "--env", "prdo", env=env)
     assert_one_line_error(proc, 2, f"no ledger for app '{repo.app}' in environment 'prdo'")
+
+
+def test_history_reads_the_ledger_without_importing_prefect_or_starting_a_flow(prefect_api, app_repo):
+    repo = app_repo()
+    env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
+    assert slipway("release", repo.url, "--ref", "v1", "--only", "dev", env={"PREFECT_API_URL": env["PREFECT_API_URL"]}).returncode == 0
+    code = ("import sys; from slipway.cli import main; rc = main(['history', %r, '--env', 'dev']); "
+            "print('prefect imported' if 'prefect' in sys.modules else 'prefect not imported'); sys.exit(rc)") % repo.app
+    proc = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "prefect not imported" in proc.stdout
+    assert "dev: " in proc.stdout and "verified" in proc.stdout

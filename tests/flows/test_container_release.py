@@ -75,7 +75,7 @@ def run_release(**params):
 
 
 def endpoint(app: str, env: str) -> str:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     _, ledger = open_store("default")
     return ledger.head(app, env).location["endpoint"]
@@ -242,7 +242,7 @@ environments:
 
 
 def test_a_canary_on_the_docker_host_splits_traffic_through_the_proxy_and_is_promoted(service_repo, docker_client):
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     repo = service_repo
     repo.commit("v1", expected="v1", tag="v1")

@@ -121,7 +121,7 @@ def test_a_missing_environment_variable_is_configuration_with_the_diff_against_t
     # the flag reached the function as configuration and the ledger recorded it
     conf = _aws(prefect_api, "lambda").get_function_configuration(FunctionName=f"{repo.app}-dev", Qualifier="live")
     assert conf["Environment"]["Variables"]["SLIPWAY_FLAG_NEW_GREETING"] == "on"
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     started = [e for e in open_store("default")[1].history(repo.app, "dev") if e.kind == "deploy-started"]
     assert started[0].detail["flags"] == {"NEW_GREETING": {"version": 1, "value": "on"}}
@@ -232,7 +232,7 @@ def test_the_release_report_links_the_diagnosis(prefect_api, app_repo):
 
 def test_a_flag_change_redeploys_the_same_artifact_and_an_unchanged_re_release_only_re_verifies(prefect_api, app_repo):
     from slipway.record.flags import set_flag
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     repo = app_repo()
     lam = _aws(prefect_api, "lambda")
@@ -270,7 +270,7 @@ def test_flags_through_the_cli(prefect_api):
 
 def test_a_failing_flag_redeploy_goes_back_to_the_live_version_and_the_diagnosis_names_the_flag(prefect_api, app_repo):
     from slipway.record.flags import set_flag
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     repo = app_repo()
     lam = _aws(prefect_api, "lambda")

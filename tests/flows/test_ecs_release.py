@@ -119,6 +119,6 @@ def test_a_release_registers_a_revision_pinned_to_the_digest_and_a_failed_check_
 
 
 def _ledger():
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     return open_store("default")[1]

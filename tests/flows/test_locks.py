@@ -14,7 +14,7 @@ import pytest
 
 
 def ledger_kinds(app: str, env: str) -> list[str]:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     return [e.kind for e in open_store("default")[1].entries(app, env)]
 

@@ -17,7 +17,7 @@ def test_verify_reports_drift_heals_it_and_then_passes(prefect_api, app_repo):
     from flows.maintain import verify_live
     from flows.release import release
     from slipway.core.errors import ReleaseFailed
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     lam = lam_client(prefect_api)
     repo = app_repo()
@@ -44,7 +44,7 @@ def test_verify_reports_drift_heals_it_and_then_passes(prefect_api, app_repo):
 def test_promote_moves_the_verified_release_without_rebuilding(prefect_api, app_repo):
     from flows.maintain import promote
     from flows.release import release
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     repo = app_repo()
     first = release(repo_url=repo.url, ref="v1", only=["dev"], return_state=True).result()

@@ -45,7 +45,7 @@ def alias(lam, name: str) -> tuple[str, dict]:
 
 
 def ledger_entries(app: str, env: str):
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     return open_store("default")[1].entries(app, env)
 

@@ -174,7 +174,8 @@ def test_manual_rollback_returns_to_the_previous_verified_release_and_can_target
 def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(prefect_api, clients, app_repo):
     """Simulate a run that died between shifting traffic and verifying: the ledger shows it in progress."""
     from slipway.rollout import staged
-    from tasks.release_tasks import env_context, open_store
+    from slipway.rollout.staged import EnvRef
+    from tasks.wiring import env_context, open_store
 
     lam, _ = clients
     repo = app_repo()
@@ -182,7 +183,7 @@ def test_a_release_killed_after_moving_the_alias_is_reconciled_by_the_next_run(p
     # a second release, driven by hand up to the point where a killed process would have stopped
     store, _ledger = open_store("default")
     artifact = store.find_build(repo.app, _build_key_of(repo, "v1"))
-    ctx = env_context(repo.app, "dev", "default", location={"function": f"{repo.app}-dev", "alias": "live"}, target_block=None)
+    ctx = env_context(EnvRef(app=repo.app, environment="dev", location={"function": f"{repo.app}-dev", "alias": "live"}))
     from slipway.core.models import DeployResult
 
     staged.shift_traffic(ctx, artifact, DeployResult(environment="dev", function=f"{repo.app}-dev", alias="live", version="$LATEST",

@@ -56,7 +56,7 @@ def prefect_cli(worker, *args: str, timeout: float = 240) -> subprocess.Complete
 
 
 def ledger_entries(app: str, env: str):
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     return open_store("default")[1].entries(app, env)
 
@@ -127,7 +127,7 @@ def test_a_release_killed_mid_canary_is_rolled_back_by_the_trigger(worker, app_r
     entries = ledger_entries(repo.app, "dev")
     assert [e.kind for e in entries][-4:] == ["deploy-started", "traffic-shifted", "rollback-started", "rolled-back"]
     assert "prefect.flow-run.Crashed" in entries[-1].message
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     head = open_store("default")[1].head(repo.app, "dev")
     assert head.live.version == "1" and head.canary is None and head.in_progress is None

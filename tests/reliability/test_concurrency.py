@@ -36,7 +36,7 @@ DEPLOY_KINDS = {"deploy-started", "deployed", "traffic-shifted", "canary-verdict
 
 
 def ledger(app: str, env: str):
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     store_ledger = open_store("default")[1]
     return store_ledger.entries(app, env), store_ledger.head(app, env)

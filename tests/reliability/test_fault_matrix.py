@@ -284,7 +284,7 @@ def _kill_when(path: Path, proc: subprocess.Popen, limit_s: float = 120) -> None
 
 # ---- the invariants -----------------------------------------------------------------------------------------------
 def invariant_violations(prefect_api, app: str) -> list[str]:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     store, ledger = open_store("default")
     head = ledger.head(app, "dev")
@@ -316,7 +316,7 @@ def invariant_violations(prefect_api, app: str) -> list[str]:
 
 
 def _outcome(state, app: App) -> str:
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     from flows.release import rollback
 
@@ -381,7 +381,7 @@ def test_fault_matrix(step, faulty, prefect_api, app_repo, tmp_path, request):
             if pip_proxy:
                 pip_proxy.clear()
             assert status == -9, f"{step}/{fault}: the release process was not killed (exit {status})"
-            from tasks.release_tasks import open_store
+            from tasks.wiring import open_store
 
             left = open_store("default")[1].head(app.repo.app, "dev").in_progress
             state = app.release(app.next_commit())  # the next run: reconciles first (after the dead run's lock lease)

@@ -15,7 +15,7 @@ def test_an_artifact_modified_after_publishing_is_refused_before_any_deploy(pref
 
     from flows.diagnose import diagnose
     from flows.release import release
-    from tasks.release_tasks import open_store
+    from tasks.wiring import open_store
 
     repo = app_repo()
     assert release(repo_url=repo.url, ref="v1", only=["dev"], return_state=True).is_completed()

@@ -77,3 +77,34 @@ def test_slipway_package_imports_no_prefect_module():
 def test_the_cli_reaches_prefect_only_through_importlib():
     text = (PACKAGE / "cli" / "main.py").read_text()
     assert 'importlib.import_module("deployments.runner")' in text
+
+
+# The Prefect side, top-level packages: composition points down (deployments → flows → tasks → blocks → slipway), so
+# there is no import cycle between flows and the CLI's runner.
+TOP_ALLOWED = {
+    "blocks": {"slipway"},
+    "tasks": {"slipway", "blocks"},
+    "flows": {"slipway", "blocks", "tasks"},
+    "deployments": {"slipway", "blocks", "tasks", "flows"},
+}
+
+
+def test_the_prefect_side_packages_import_downwards_only():
+    offenders = []
+    for top, allowed in TOP_ALLOWED.items():
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for line, name in imported_modules(path):
+                first = name.split(".")[0]
+                if first in TOP_ALLOWED.keys() | {"slipway"} and first != top and first not in allowed:
+                    offenders.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert offenders == []
+
+
+def test_no_task_module_passes_three_hundred_lines_and_no_flow_function_forty():
+    long_modules = [p.name for p in (ROOT / "tasks").glob("*.py") if len(p.read_text().splitlines()) > 300]
+    long_functions = []
+    for path in sorted((ROOT / "flows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 40:
+                long_functions.append(f"{path.name}:{node.name}")
+    assert (long_modules, long_functions) == ([], [])

@@ -94,3 +94,22 @@ def test_verifying_a_rolled_away_release_again_makes_it_eligible():
 def test_a_deploy_start_remembers_what_the_alias_served_before():
     head = run(entry(1, "deploy-started", "r1", "1", detail={"from_version": "7"}))
     assert head.in_progress.from_version == "7"
+
+
+def test_the_live_release_keeps_the_flags_its_deploy_delivered_and_a_reverification_keeps_them():
+    from fakes import FakeS3, FakeTarget, artifact
+    from slipway.record.ledger import Ledger
+    from slipway.rollout import staged
+
+    ledger = Ledger(FakeS3(), "bucket")
+    flags = {"NEW_CHECKOUT": {"version": 2, "value": "on"}}
+    ctx = staged.EnvContext(ledger=ledger, app="app", environment="dev", target=FakeTarget(), run_id="r", flags=flags)
+    art = artifact("r1-aaaa")
+    deployed = staged.publish(ctx, art)
+    staged.verify(ctx, art, deployed.version, staged.shift_traffic(ctx, art, deployed))
+    assert ctx.head().live.flags == flags
+
+    reverify = staged.EnvContext(ledger=ledger, app="app", environment="dev", target=ctx.target, run_id="r2")  # no flags: a re-verify
+    seq, version = staged.begin_reverify(reverify, art)
+    staged.verify(reverify, art, version, seq)
+    assert reverify.head().live.flags == flags

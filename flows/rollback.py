@@ -1,0 +1,113 @@
+"""The ``rollback`` flow: put an environment back on a verified release, verify it, record it.
+
+It runs three ways: as the subflow a failed ``deploy-environment`` run's state hook fires; from a deployment trigger
+on a failed or crashed run (with only ``failed_run_id``); and on demand (``slipway rollback``, the UI).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.events import emit
+from flows.links import publish_history_artifact
+from slipway.core.errors import ApprovalRejected, CanaryFailed, ReleaseFailed, SlipwayError
+from slipway.rollout.staged import EnvRef
+from tasks.deploy_tasks import roll_back_environment
+from tasks.locks import environment_lock
+from tasks.wiring import open_store
+
+
+@flow(name="rollback", log_prints=False)
+def rollback(
+    app: str = "", environment: str = "", to: str | None = None, reason: str = "", automatic: bool = False,
+    store_block: str = "default", failed_run_id: str | None = None, lock_wait: float = 600, cause: dict | None = None,
+) -> dict | None:
+    """Put ENV back on the previous verified release (or ``to``), verify it, record it.
+
+    Automatic rollbacks (from a failed deploy) are idempotent: with nothing in progress they do nothing.
+    With only ``failed_run_id`` (a deployment trigger on a failed or crashed run), the environments come from that
+    run: a ``deploy-environment`` run's own, or every ``deploy-environment`` subflow of a ``release`` run (a release
+    process killed mid-deploy leaves its subflow Running and the release Crashed).
+    """
+    failed_run_id = failed_run_id.removeprefix("prefect.flow-run.") if failed_run_id else None  # an event's resource id
+    if failed_run_id and not (app and environment):
+        return _roll_back_after_failed_run(failed_run_id, reason, store_block, lock_wait)
+    ref = recorded_env_ref(app, environment, store_block, automatic)
+    if ref is None:
+        return None  # the failed (or cancelled) run never touched this environment: nothing to roll back
+    with environment_lock(app, environment, lock_wait):
+        try:
+            outcome = roll_back_environment(ref, to, reason, automatic, failed_run_id, cause)
+        except Exception as exc:
+            emit("slipway.rollback.failed", app, environment, reason=reason, error=str(exc)[:500], failed_run_id=failed_run_id)
+            raise
+    if outcome:
+        emit("slipway.rollback.completed", app, environment, reason=reason, to_release=outcome.to_release,
+             from_version=outcome.from_version, automatic=automatic, failed_run_id=failed_run_id)
+    publish_history_artifact(store_block, app, environment)
+    return outcome.__dict__ if outcome else None
+
+
+def recorded_env_ref(app: str, environment: str, store_block: str, automatic: bool) -> EnvRef | None:
+    """The environment as the ledger recorded it at its last deploy: a rollback needs no spec."""
+    _, ledger = open_store(store_block)
+    head = ledger.head(app, environment)
+    location = head.location or ({"function": head.function, "alias": head.alias or "live"} if head.function else None)
+    if not location and automatic:
+        return None
+    if not location:
+        raise ReleaseFailed(f"nothing has been deployed to {app}/{environment}",
+                            hint="check the app and environment names (`slipway history APP`)", ref="nothing-deployed")
+    return EnvRef(app=app, environment=environment, store_block=store_block, target_type=head.target_type or "lambda",
+                  location=location, target_block=head.target_block)
+
+
+def _roll_back_after_failed_run(failed_run_id: str, reason: str, store_block: str, lock_wait: float) -> dict:
+    """Roll back what a failed/crashed run left in progress, found from the run itself (idempotent)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(failed_run_id)
+        runs = [run] if (run.parameters or {}).get("environment") else client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+    targets = [(r.parameters["app"], r.parameters["environment"], str(r.id), r.parameters.get("store_block", store_block))
+               for r in runs if r.name.startswith("deploy ") and "app" in (r.parameters or {}) and "environment" in r.parameters]
+    why = reason or f"run {run.name} ended {run.state.name if run.state else '?'}"
+    done = {}
+    for app, env, run_id, block in targets:
+        get_run_logger().info("rolling back %s/%s if run %s left it in progress", app, env, run_id)
+        done[f"{app}/{env}"] = rollback(app=app, environment=env, reason=why, automatic=True, store_block=block,
+                                        failed_run_id=run_id, lock_wait=lock_wait)
+    return {"failed_run_id": failed_run_id, "rolled_back": {k: v for k, v in done.items() if v}, "checked": sorted(done)}
+
+
+def _cause_of(exc: BaseException | None) -> dict | None:
+    """A rollback caused by a canary is recorded with the verdict (or the alarm) that caused it."""
+    if not isinstance(exc, CanaryFailed):
+        return None
+    verdict = exc.evidence.get("verdict") or {}
+    return {"ref": exc.ref, "percent": exc.evidence.get("percent"), "verdict": verdict.get("verdict"),
+            "reason": verdict.get("reason"), "alarms": exc.evidence.get("alarms")}
+
+
+def roll_back_failed_stage(flow, flow_run, state) -> None:
+    """on_failure / on_crashed / on_cancellation hook of deploy-environment: fire the rollback subflow for it."""
+    import logging
+
+    params = flow_run.parameters
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read must not stop the rollback
+        exc = None
+    if isinstance(exc, ApprovalRejected):
+        return  # stopped before the environment was touched: nothing to roll back
+    reason = exc.message if isinstance(exc, SlipwayError) else f"{state.name}: {state.message}"
+    try:
+        rollback(app=params["app"], environment=params["environment"], reason=reason, automatic=True,
+                 store_block=params.get("store_block", "default"), failed_run_id=str(flow_run.id), cause=_cause_of(exc))
+    except Exception as err:  # noqa: BLE001 - recorded as rollback-failed in the ledger; the release reports it
+        logging.getLogger("slipway").error("automatic rollback of %s/%s failed: %s", params["app"], params["environment"], err)
+
+
+__all__ = ["rollback", "roll_back_failed_stage"]

@@ -1,0 +1,177 @@
+"""The staged deploy of one environment and its rollback, each step a thin task over ``slipway.rollout.staged``:
+reconcile → prepare a version → shift traffic (or re-verify) → verify; roll back; record a human's decision; read
+the ledger and the flags. Every step takes the environment as a typed ``EnvRef``.
+
+The steps that change what serves (prepare, shift, verify, roll back) are tasks: retried on transient errors and shown
+in the UI. Reading the ledger and the flags, reconciling first (a no-op unless a run died) and recording a decision
+are plain functions: botocore already retries their AWS calls, and each task run costs the Prefect server several
+writes (states, events), which on SQLite also means contention that the client answers with 2 s retries."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from slipway.core.errors import RollbackError
+from slipway.core.models import ArtifactRef, DeployResult, VerifyResult
+from slipway.record.ledger import EnvHead
+from slipway.rollout import staged
+from slipway.rollout.staged import EnvRef, RollbackOutcome
+from slipway.spec.schema import Spec
+from blocks import LambdaTargetBlock, aws_clients
+from tasks.wiring import TRANSIENT_RETRIES, alarm_client, env_context, location_for, open_store, resolve_target_block, store_client
+
+
+
+# ---- the ledger ------------------------------------------------------------------------------------------------
+def read_heads(store_block: str, app: str, environments: list[str]) -> dict[str, EnvHead]:
+    _, ledger = open_store(store_block)
+    return {env: ledger.head(app, env) for env in environments}
+
+
+def ledger_since(store_block: str, app: str, env: str, seq: int) -> list[dict]:
+    """What this release recorded in ``env`` (entries after ``seq``): kind, message, verdict."""
+    _, ledger = open_store(store_block)
+    # the detail goes into failure records: without the target's coordinates, which hold container environment values
+    return [{"kind": e.kind, "message": e.message, "verdict": e.detail.get("verdict"), "percent": e.detail.get("percent"),
+             "release_id": e.release_id, "version": e.version, "at": e.at,
+             "detail": {k: v for k, v in e.detail.items() if k not in ("location", "environment")}}
+            for e in ledger.entries_after(app, env, seq)]
+
+
+def record_decision(ref: EnvRef, artifact: ArtifactRef, approved: bool, approver: str, reason: str, gate: str) -> None:
+    """An approval (or a human's answer to an INCONCLUSIVE canary) goes into the ledger with who gave it."""
+    _, ledger = open_store(ref.store_block)
+    ledger.record(
+        ref.app, ref.environment, "approved" if approved else "rejected", release_id=artifact.release_id,
+        commit=artifact.commit, run_id=str(flow_run.get_id() or "") or None, actor=approver or "unknown",
+        message=f"{gate}: {'approved' if approved else 'rejected'} by {approver or 'unknown'}" + (f": {reason}" if reason else ""),
+        detail={"gate": gate, "approver": approver, "reason": reason},
+    )
+
+
+# ---- feature flags -----------------------------------------------------------------------------------------------
+def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None:
+    """The flags the live version was deployed with ({} when none were recorded; None when nothing is live)."""
+    _, ledger = open_store(store_block)
+    head = ledger.head(app, env_name)
+    if head.live is None:
+        return None
+    if head.live.flags is not None:  # recorded in the head since flags are folded into it
+        return head.live.flags
+    for entry in ledger.history(app, env_name, limit=200):  # an older head: the deploy's own entry (re-verifications record none)
+        if (entry.kind == "deploy-started" and entry.release_id == head.live.release_id and entry.version == head.live.version
+                and "flags" in entry.detail):
+            return entry.detail["flags"] or {}
+    return {}
+
+
+def read_env_flags(store_block: str, app: str, env_name: str) -> dict:
+    """The environment's feature flags now (SSM, in the artifact store's account): {name: {version, value}}."""
+    from slipway.record.flags import flags_fingerprint, read_flags
+
+    fingerprint = flags_fingerprint(read_flags(store_client(store_block, "ssm"), app, env_name))
+    if fingerprint:
+        get_run_logger().info("feature flags of %s/%s: %s", app, env_name,
+                              ", ".join(f"{n}={d['value']} (v{d['version']})" for n, d in fingerprint.items()))
+    return fingerprint
+
+
+# ---- before anything moves -----------------------------------------------------------------------------------------
+@task(name="preflight-targets", cache_policy=NO_CACHE)
+def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> list[dict]:
+    """Before the first deploy: each environment's credentials work, its target exists or can be created, its alarms
+    exist (one already firing is reported, not blocking). Read-only (see slipway.rollout.preflight_account)."""
+    from slipway.artifact import preflight
+    from slipway.rollout import preflight_account
+
+    checks = []
+    for env_name in environments:
+        env = spec.environment(env_name)
+        ref = EnvRef(app=spec.app, environment=env_name, store_block=store_block, target_type=spec.target_type(env), target_block=env.target)
+        if ref.target_type == "lambda":
+            _, block = resolve_target_block(env_name, env.target, LambdaTargetBlock)
+            sts, lam, iam = aws_clients(block.credentials, "sts", "lambda", "iam", region=block.region, read_timeout=20)
+            checks.append(preflight_account.check_identity(sts, env_name))
+            if checks[-1].passed:
+                checks.append(preflight_account.check_lambda_target(lam, iam, env_name, location_for(spec, env_name)["function"], block.role_arn))
+        if env.alarms:
+            checks.append(preflight_account.check_alarms(alarm_client(ref), env_name, env.alarms))
+    logger = get_run_logger()
+    for check in checks:
+        (logger.info if check.passed else logger.error)("preflight %s: %s: %s", check.name, "ok" if check.passed else "FAILED", check.detail)
+    preflight.raise_for_failures(checks, hint="nothing was deployed; fix the environment's credentials, role or alarms and release again")
+    return [c.to_dict() for c in checks]
+
+
+# ---- one environment's deploy ----------------------------------------------------------------------------------------
+def reconcile_environment(ref: EnvRef) -> str | None:
+    ctx = env_context(ref)
+    try:
+        outcome = staged.reconcile(ctx)
+    except RollbackError as exc:  # the deploy that follows replaces what is there; it must not be blocked
+        get_run_logger().warning("could not reconcile %s first (%s); deploying over it", ctx.environment, exc)
+        return None
+    if outcome:
+        get_run_logger().warning("reconciled %s: %s", ctx.environment, outcome.message)
+    return outcome.message if outcome else None
+
+
+@task(name="prepare-version", **TRANSIENT_RETRIES)
+def prepare_version(ref: EnvRef, artifact: ArtifactRef) -> DeployResult:
+    if artifact.image is None:  # an image is pulled by digest, which the registry verifies
+        open_store(ref.store_block)[0].check_intact(artifact)
+    ctx = env_context(ref)
+    result = staged.publish(ctx, artifact)
+    get_run_logger().info(
+        "%s version %s on %s (%s)", "prepared" if result.new_version else "reused", result.version, ctx.target.name, result.code_sha256
+    )
+    return result
+
+
+@task(name="shift-traffic", cache_policy=NO_CACHE)
+def shift_traffic(ref: EnvRef, artifact: ArtifactRef, deployed: DeployResult) -> int:
+    ctx = env_context(ref)
+    seq = staged.shift_traffic(ctx, artifact, deployed)
+    get_run_logger().info("%s → version %s (100%%)", ctx.target.name, deployed.version)
+    return seq
+
+
+@task(name="begin-reverify", cache_policy=NO_CACHE)
+def begin_reverify(ref: EnvRef, artifact: ArtifactRef) -> tuple[int, str]:
+    ctx = env_context(ref)
+    seq, version = staged.begin_reverify(ctx, artifact)
+    get_run_logger().info("%s already live on %s (version %s): re-verifying only", ctx.environment, artifact.release_id, version)
+    return seq, version
+
+
+@task(name="verify-release", cache_policy=NO_CACHE)
+def verify_release(ref: EnvRef, artifact: ArtifactRef, version: str, started_seq: int) -> VerifyResult:
+    result = staged.verify(env_context(ref), artifact, version, started_seq)
+    for check in result.checks:
+        get_run_logger().info("smoke %s: %s (version %s, %.0f ms)", check.name, check.detail, check.executed_version, check.duration_ms or 0)
+    return result
+
+
+@task(name="roll-back", cache_policy=NO_CACHE)
+def roll_back_environment(ref: EnvRef, to_release: str | None, reason: str, automatic: bool, failed_run_id: str | None = None,
+                          cause: dict | None = None) -> RollbackOutcome | None:
+    ctx = env_context(ref)
+    outcome = staged.roll_back(ctx, to_release=to_release, reason=reason, only_if_in_progress=automatic, only_if_run_id=failed_run_id,
+                               cause=cause)
+    logger = get_run_logger()
+    if outcome is None:
+        logger.info("nothing in progress in %s: no rollback needed", ctx.environment)
+        return None
+    logger.warning("rolled back %s: %s", ctx.environment, outcome.message)
+    return outcome
+
+
+@task(name="check-environment", task_run_name="check {ref.app}/{ref.environment}", **TRANSIENT_RETRIES)
+def check_environment(ref: EnvRef, heal: bool = False) -> dict:
+    ctx = env_context(ref)
+    result = staged.check_live(ctx, heal=heal)
+    log = get_run_logger().info if result["status"] in ("ok", "empty", "in-progress") else get_run_logger().warning
+    log("%s/%s: %s: %s", ctx.app, ctx.environment, result["status"], result["detail"])
+    return result
