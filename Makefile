@@ -43,6 +43,7 @@ test-prefect-oldest:
 	$(OLDEST_VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests/unit tests/flows/test_release_flow.py tests/flows/test_locks.py
 
 bench: install
+	$(PY) bench/cli_bench.py
 	$(PY) bench/release_bench.py
 	$(PY) bench/container_bench.py
 	$(PY) bench/canary_bench.py
