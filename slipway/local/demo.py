@@ -22,7 +22,7 @@ from pathlib import Path
 
 from slipway.core.home import slipway_home
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # slipway/local/demo.py → the repository
 EXAMPLES = ROOT / "examples"
 ENVS = ("dev", "staging", "prod")
 
