@@ -4,8 +4,6 @@ reports, never the diagnosis's."""
 
 from __future__ import annotations
 
-import re
-
 from prefect import get_run_logger
 
 from flows.diagnose import artifact_key as diagnosis_key, diagnose
@@ -15,20 +13,9 @@ from slipway.core.models import StageOutcome
 from slipway.record.diagnose import FailureRecord
 from slipway.rollout.outcome import ReleaseProgress
 from slipway.source.git import Checkout
+from slipway.spec.loading import declared_app
 from tasks import diagnose_tasks as td
 from tasks.artifact_tasks import release_id_for
-
-
-def app_name_from_spec_file(checkout: Checkout, spec_path: str | None) -> str | None:
-    """For a spec that does not validate: its ``app:`` if it is a usable name, so the failure can still be diagnosed."""
-    import yaml
-
-    try:
-        data = yaml.safe_load((checkout.path / (spec_path or "slipway.yaml")).read_text())
-        app = data.get("app") if isinstance(data, dict) else None
-    except Exception:  # noqa: BLE001 - unreadable: nothing to file the record under
-        return None
-    return app if isinstance(app, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", app) else None
 
 
 def _delivered_flags(ledger_entries: list[dict] | None) -> dict | None:
@@ -77,7 +64,7 @@ def diagnose_failure(
     if isinstance(exc, ApprovalRejected) or checkout is None:
         return None  # a decision, not a failure; or nothing cloned (the error says why)
     try:
-        app = progress.spec.app if progress.spec is not None else app_name_from_spec_file(checkout, progress.spec_path)
+        app = progress.spec.app if progress.spec is not None else declared_app(checkout.path, progress.spec_path)
         if not app:
             return None
         record = failure_record(progress, checkout, app, repo_url, ref, exc, store_block, environment, ledger_entries, outcome)

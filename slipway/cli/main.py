@@ -225,6 +225,23 @@ def cmd_flag(args: argparse.Namespace) -> int:
 
 
 # ---- parser -----------------------------------------------------------------------------------------------
+MAX_LOCK_WAIT_S = 24 * 3600
+
+
+def lock_wait_seconds(text: str) -> float:
+    """``--lock-wait``: a number of seconds from 0 (refuse at once) to a day; nan, inf and negatives are refused."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_LOCK_WAIT_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_LOCK_WAIT_S}")
+    return value
+
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints usage too)
         raise CliError(f"{message} (see `{self.prog} --help`)")
@@ -248,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
     rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
     rel.add_argument("--git-token-block", default=None, metavar="NAME", help="Prefect Secret block holding a token for a private https repository")
-    rel.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS",
+    rel.add_argument("--lock-wait", type=lock_wait_seconds, default=600, metavar="SECONDS",
                      help="wait this long for another release of the same environment to finish (0: refuse at once)")
     rel.set_defaults(func=cmd_release)
 
@@ -256,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("app")
     rb.add_argument("env")
     rb.add_argument("--to", default=None, metavar="RELEASE_ID")
-    rb.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS", help="wait this long for a running release (0: refuse)")
+    rb.add_argument("--lock-wait", type=lock_wait_seconds, default=600, metavar="SECONDS", help="wait this long for a running release (0: refuse)")
     rb.set_defaults(func=cmd_rollback)
 
     ap = sub.add_parser("approve", help="answer a release paused for approval (or at an INCONCLUSIVE canary) in ENV")

@@ -241,7 +241,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((ApprovalRejected,), ("approval-rejected",)),
     ((RollbackError,), ("rollback-failed",)),
     ((RollbackError,), ("unknown-release", "nothing-to-roll-back-to"), BAD_INPUT),
-    ((LedgerError,), ("ledger-failed", "ledger-contention")),
+    ((LedgerError,), ("ledger-failed", "ledger-contention", "ledger-corrupt")),
     ((LocalStackError,), ("local-stack-failed",)),
     ((ReleaseFailed,), ("release-failed", "verify-failed", "manifest-missing", "nothing-to-promote")),
     ((ReleaseFailed,), ("nothing-deployed",), BAD_INPUT),

@@ -247,7 +247,10 @@ class Ledger:
             if is_not_found(exc):
                 return EnvHead(app=app, environment=env), None
             raise translate(exc, LedgerError, "read the ledger head", target=f"{app}/{env}") from exc
-        return EnvHead.model_validate_json(obj["Body"].read()), obj["ETag"]
+        try:
+            return EnvHead.model_validate_json(obj["Body"].read()), obj["ETag"]
+        except ValueError:  # the head is only a checkpoint of the entries: fold them again; the next write replaces it
+            return EnvHead(app=app, environment=env), obj["ETag"]
 
     def _entries_after(self, app: str, env: str, seq: int, limit: int | None = None) -> list[LedgerEntry]:
         """Entries with a sequence number above ``seq`` (the newest ``limit`` of them, if given), oldest first."""
@@ -256,10 +259,24 @@ class Ledger:
         try:
             keys = [obj["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs) for obj in page.get("Contents", [])]
             keys = sorted(keys)[-limit:] if limit else sorted(keys)
-            entries = [LedgerEntry.model_validate_json(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()) for key in keys]
+            entries = [self._entry_at(key) for key in keys]
         except ClientError as exc:
             raise translate(exc, LedgerError, "read ledger entries", target=f"{app}/{env}") from exc
         return sorted(entries, key=lambda e: e.seq)
+
+    def _entry_at(self, key: str) -> LedgerEntry:
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            return LedgerEntry.model_validate_json(body)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError: one line, naming the object
+            first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc)}
+            where = ".".join(str(p) for p in first.get("loc", ())) or "the object"
+            raise LedgerError(
+                f"ledger object s3://{self.bucket}/{key} is not a valid ledger entry ({where}: {first.get('msg')})",
+                hint="restore its previous version (the bucket keeps object versions) or move it aside after checking the "
+                     "environment by hand; nothing was changed",
+                ref="ledger-corrupt",
+            ) from None
 
     def _read(self, app: str, env: str) -> tuple[EnvHead, str | None]:
         head, etag = self._read_checkpoint(app, env)

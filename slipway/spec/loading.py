@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from slipway.core.errors import SpecError
 from slipway.spec.schema import (
-    DOCKER_ONLY_FIELDS, LAMBDA_ONLY_FIELDS, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, SPEC_FILE, DockerImageArtifact, LambdaZipArtifact, Spec,
+    DOCKER_ONLY_FIELDS, LAMBDA_ONLY_FIELDS, MAX_SPEC_BYTES, MAX_SPEC_DEPTH, NAME_RE, SPEC_FILE, DockerImageArtifact, LambdaZipArtifact, Spec,
     _relative_path,
 )
 
@@ -114,6 +114,21 @@ class _SpecLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        """A key written twice is refused: YAML keeps the last one, so the first (an ``app:``, a ``function_name:``)
+        would be silently ignored and the release would act on the other."""
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _RefusedYaml(f"key {key!r} is written twice (first at line {first})", key_node.start_mark,
+                                   "keep one: YAML would silently use the last")
+        return super().construct_mapping(node, deep)
+
 
 def _too_large(source: str) -> SpecError:
     return SpecError(f"{source} is larger than {MAX_SPEC_BYTES // 1024} KB", hint="a spec is a short file; check the path", ref="spec-too-large")
@@ -146,12 +161,13 @@ def parse_spec(text: str, source: str = SPEC_FILE) -> Spec:
         raise SpecError(first + more, evidence={"errors": [_format_error(e, source, data) for e in errors]}) from None
 
 
-def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
-    """Load ``slipway.yaml`` (or ``spec_path``, relative to the repo root) from a checkout."""
+def read_spec_text(repo_dir: Path, spec_path: str | None = None) -> tuple[str, str]:
+    """(text, path as given) of the spec in a checkout: a regular file inside the repository, read with a bound (a
+    path to /dev/zero or a huge file is refused without reading more than the limit)."""
     rel = spec_path or SPEC_FILE
     try:
         _relative_path(rel, "spec")
-    except ValueError as exc:
+    except ValueError:
         raise SpecError(f"spec path {rel!r} is outside the repository", hint="pass a path relative to the repo root") from None
     path = _inside_repo(repo_dir, rel, "spec path")
     if not path.is_file():
@@ -161,9 +177,31 @@ def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
             hint="add slipway.yaml at the repo root or pass --spec PATH",
             ref="spec-missing",
         )
-    if path.stat().st_size > MAX_SPEC_BYTES:  # before reading it
+    if path.stat().st_size > MAX_SPEC_BYTES:  # before opening it
         raise _too_large(rel)
-    return parse_spec(path.read_text(encoding="utf-8", errors="replace"), rel)
+    with path.open("rb") as handle:  # and bounded, should it grow after the check
+        data = handle.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise _too_large(rel)
+    return data.decode("utf-8", errors="replace"), rel
+
+
+def load_spec(repo_dir: Path, spec_path: str | None = None) -> Spec:
+    """Load ``slipway.yaml`` (or ``spec_path``, relative to the repo root) from a checkout."""
+    text, rel = read_spec_text(repo_dir, spec_path)
+    return parse_spec(text, rel)
+
+
+def declared_app(repo_dir: Path, spec_path: str | None = None) -> str | None:
+    """The ``app:`` of a spec that does not validate, read the same bounded way, so that its failure can still be filed
+    under the app; None when the file cannot be read as a spec or names no usable app."""
+    try:
+        text, _ = read_spec_text(repo_dir, spec_path)
+        data = yaml.load(text, Loader=_SpecLoader)
+    except (SpecError, yaml.YAMLError, ValueError, OSError):
+        return None
+    app = data.get("app") if isinstance(data, dict) else None
+    return app if isinstance(app, str) and NAME_RE.fullmatch(app) else None
 
 
 def _inside_repo(repo_dir: Path, rel: str, what: str) -> Path:

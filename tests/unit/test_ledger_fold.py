@@ -113,3 +113,35 @@ def test_the_live_release_keeps_the_flags_its_deploy_delivered_and_a_reverificat
     seq, version = staged.begin_reverify(reverify, art)
     staged.verify(reverify, art, version, seq)
     assert reverify.head().live.flags == flags
+
+
+def test_a_corrupt_ledger_entry_is_one_line_naming_the_object():
+    import pytest
+
+    from fakes import FakeS3
+    from slipway.core.errors import LedgerError
+    from slipway.record.ledger import Ledger
+
+    s3 = FakeS3()
+    ledger = Ledger(s3, "bucket", "slipway")
+    ledger.record("app", "dev", "deploy-started", release_id="r1", version="1")
+    key = next(k for k in s3.objects if "/entries/" in k)
+    s3.objects[key] = (b'{"kind": "deploy-started"', s3.objects[key][1])
+    with pytest.raises(LedgerError) as info:
+        ledger.entries("app", "dev")
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"ledger object s3://bucket/{key} is not a valid ledger entry (")
+    assert info.value.ref == "ledger-corrupt"
+
+
+def test_a_corrupt_head_checkpoint_is_folded_again_from_the_entries():
+    from fakes import FakeS3
+    from slipway.record.ledger import Ledger
+
+    s3 = FakeS3()
+    ledger = Ledger(s3, "bucket", "slipway")
+    ledger.record("app", "dev", "deploy-started", release_id="r1", version="1")
+    head_key = next(k for k in s3.objects if k.endswith("head.json"))
+    s3.objects[head_key] = (b"not json", s3.objects[head_key][1])
+    assert ledger.head("app", "dev").in_progress.release_id == "r1"
+    ledger.record("app", "dev", "verified", release_id="r1", version="1")  # the next write replaces the checkpoint
+    assert ledger.head("app", "dev").live.release_id == "r1"

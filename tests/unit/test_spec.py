@@ -249,3 +249,51 @@ def test_canary_is_refused_on_ecs_and_http_traffic_takes_requests():
     assert "takes requests (HTTP), not events" in error_of(with_prod("    traffic: {rate: 5/s, events: [{}]}\n", image))
     ok = parse_spec(with_prod("    strategy: {linear: {step: 50, interval: 1m}}\n    traffic: {rate: 5/s, requests: [{path: /}]}\n", image))
     assert ok.environment("prod").traffic.requests[0].path == "/"
+
+
+
+DUPLICATE_APP = """app: one
+artifact:
+  type: lambda-zip
+  source: src
+  handler: app.handler
+  runtime: python3.11
+environments:
+  - name: dev
+app: two
+"""
+
+
+def test_a_key_written_twice_is_refused_naming_both_lines():
+    with pytest.raises(SpecError) as info:
+        parse_spec(DUPLICATE_APP)
+    assert str(info.value) == (
+        "slipway.yaml: key 'app' is written twice (first at line 1) at line 9, column 1: keep one: YAML would silently use the last"
+    )
+
+
+def test_the_same_key_in_two_mappings_is_not_a_duplicate():
+    spec = parse_spec(DUPLICATE_APP.replace("app: two\n", "").replace("  - name: dev\n", "  - name: dev\n  - name: prod\n"))
+    assert [e.name for e in spec.environments] == ["dev", "prod"]
+
+
+def test_a_spec_path_to_a_device_is_refused_without_reading_it(tmp_path):
+    (tmp_path / "slipway.yaml").symlink_to("/dev/zero")
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path)
+    assert info.value.ref in ("spec-missing", "path-escapes-repo")
+
+
+def test_the_app_of_a_spec_that_does_not_validate_is_read_only_from_inside_the_repository(tmp_path):
+    from slipway.spec.loading import declared_app
+
+    (tmp_path / "slipway.yaml").write_text("app: mine\nartifact: {type: lambda-zip}\n")
+    assert declared_app(tmp_path) == "mine"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.yaml"
+    outside.write_text("app: someone-else\n")
+    (tmp_path / "other.yaml").symlink_to(outside)
+    assert declared_app(tmp_path, "other.yaml") is None
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    assert declared_app(tmp_path, "zero.yaml") is None
+    (tmp_path / "big.yaml").write_text("app: big\n" + "# padding\n" * 40_000)
+    assert declared_app(tmp_path, "big.yaml") is None
