@@ -203,7 +203,8 @@ REFERENCES: dict[str, Reference] = _declare(
         "invalid-input", "invalid-ref", "hostile-repo-url", "credentials-in-url", "repo-not-found", "bad-clone-timeout",
         "promotion-gate", "nothing-to-diagnose", "unknown-flag", "invalid-flag-input", "flag-name-clash",
     )),
-    ((CloneError,), ("clone-failed", "clone-timed-out", "not-a-repository", "repo-unreachable", "unknown-ref")),
+    ((CloneError,), ("clone-failed", "clone-timed-out", "repo-unreachable")),
+    ((CloneError,), ("unknown-ref", "not-a-repository", "host-not-found"), BAD_INPUT),  # the request names no repository or commit
     ((TestsFailed,), ("tests-failed", "tests-timed-out", "repo-dir-missing", "test-env-install-failed", "test-requirements-missing")),
     ((BuildError,), (
         "build-failed", "context-missing", "dangling-symlink", "dependency-install-failed", "docker-build-failed",

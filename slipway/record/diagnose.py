@@ -331,6 +331,9 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
             return "configuration", ["the ref asked for does not exist in the repository"], "clone", evidence
         if ref == "not-a-repository":
             return "configuration", ["the repository URL names a directory that is not a git repository"], "clone", evidence
+        if ref == "host-not-found":
+            return "configuration", ["the repository URL's host name does not resolve, also after the clone's retries: "
+                                     "most likely a typo in the URL"], "clone", evidence
         return "network-or-aws", ["the repository could not be reached (network, host or credentials)"], "clone", evidence
 
     # -- the environment -------------------------------------------------------------------------------------

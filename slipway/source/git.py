@@ -27,6 +27,9 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 # A clone that hangs (a stalled server, a half-open connection) must not hold a release forever.
 CLONE_TIMEOUT_ENV = "SLIPWAY_CLONE_TIMEOUT"
 DEFAULT_CLONE_TIMEOUT_S = 600
+# A host name that does not resolve: retried like any network failure (DNS can fail for a moment), and reported as
+# bad input (exit 2) when the retries did not help.
+_UNKNOWN_HOST = re.compile(r"(Could not resolve host|Name or service not known|nodename nor servname|Could not resolve hostname)")
 # What git prints when the network, not the repository or the credentials, failed: worth a retry.
 _TRANSIENT_GIT = re.compile(
     r"(Connection (reset|timed out|refused|closed)|timed out|Could not resolve host|Temporary failure in name resolution"
@@ -260,10 +263,11 @@ def _clone_into(work: Path, url: RepoUrl, ref: str, token: SecretStr | None, use
             raise error from None
         lines = [line for line in stderr.splitlines() if line.strip(" '").removeprefix("stderr: '") not in _GIT_BOILERPLATE | {""}]
         last = lines[-1] if lines else f"git exited {exc.status}"
+        unknown_host = bool(_UNKNOWN_HOST.search(stderr))
         error = CloneError(
-            f"could not clone {url.display}",
+            f"could not clone {url.display}" + (": its host name does not resolve" if unknown_host else ""),
             hint=f"{last.removeprefix('stderr: ').strip(chr(39) + ' ')}; check the URL and credentials",
-            ref="repo-unreachable",
+            ref="host-not-found" if unknown_host else "repo-unreachable",
         )
         error.transient = bool(_TRANSIENT_GIT.search(stderr))  # the network failed, not the repository: retried
         raise error from None

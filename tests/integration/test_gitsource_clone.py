@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -112,3 +113,30 @@ def test_a_bad_clone_timeout_is_a_one_line_input_error(repo, tmp_path, monkeypat
     monkeypatch.setenv("SLIPWAY_CLONE_TIMEOUT", raw)
     with pytest.raises(InputError, match="SLIPWAY_CLONE_TIMEOUT"):
         clone_at_ref(str(repo), "main", tmp_path / "w")
+
+
+def test_a_host_that_does_not_resolve_is_bad_input_after_the_retries(tmp_path, monkeypatch):
+    """ssh answers as it does for an unknown host name (a fake ssh on PATH, as git's own tests use)."""
+    from slipway.core.errors import exit_code_for
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text("#!/bin/sh\necho 'ssh: Could not resolve hostname no-such-host: Name or service not known' >&2\nexit 255\n")
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(CloneError) as info:
+        clone_at_ref("ssh://no-such-host/srv/repo.git", "main", tmp_path / "w")
+    assert info.value.ref == "host-not-found" and info.value.transient  # retried by the clone task first
+    assert str(info.value).startswith("could not clone ssh://no-such-host/srv/repo.git: its host name does not resolve")
+    assert exit_code_for(info.value) == 2
+
+
+def test_an_unknown_ref_and_a_non_repository_are_bad_input(repo, tmp_path):
+    from slipway.core.errors import exit_code_for
+
+    with pytest.raises(CloneError) as unknown:
+        clone_at_ref(str(repo), "nope", tmp_path / "w")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CloneError) as plain:
+        clone_at_ref(str(tmp_path / "plain"), "main", tmp_path / "w2")
+    assert (exit_code_for(unknown.value), exit_code_for(plain.value)) == (2, 2)

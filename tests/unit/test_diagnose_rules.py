@@ -37,6 +37,7 @@ def smoke(response: dict | None, detail: str = "FunctionError Unhandled") -> dic
     (record("spec", ref="invalid-spec", message="slipway.yaml: environments: field required", environment=None), "configuration"),
     (record("clone", ref="unknown-ref", message="unknown ref 'v9'", environment=None), "configuration"),
     (record("clone", ref="repo-unreachable", message="could not clone", environment=None), "network-or-aws"),
+    (record("clone", ref="host-not-found", message="could not clone: its host name does not resolve", environment=None), "configuration"),
     (record("verify", evidence=smoke({"errorType": "Runtime.ImportModuleError", "errorMessage": "Unable to import module 'app': No module named 'requests'"})),
      "incompatible-artifact"),
     (record("verify", evidence=smoke({"errorType": "ClientError", "errorMessage": "An error occurred (AccessDenied) when calling GetObject"})),
