@@ -17,9 +17,9 @@ from slipway.core.errors import ApprovalRejected, CanaryFailed
 from slipway.core.models import ArtifactRef
 from slipway.rollout.progressive import bake_schedule
 from slipway.rollout.staged import EnvRef
-from slipway.spec.schema import Spec
 from slipway.verify.canary import CanaryVerdict
 from tasks import deploy_tasks as d, progressive_tasks as p
+from tasks.artifact_tasks import recorded_spec
 from tasks.locks import environment_lock
 from tasks.wiring import env_ref
 
@@ -27,9 +27,12 @@ from tasks.wiring import env_ref
 @flow(name="deploy-environment", flow_run_name="deploy {app}/{environment}", on_failure=[roll_back_failed_stage],
       on_crashed=[roll_back_failed_stage], on_cancellation=[roll_back_failed_stage])
 def deploy_environment(
-    app: str, environment: str, spec: Spec, artifact: ArtifactRef, action: str = "deploy", reconcile_first: bool = False,
+    app: str, environment: str, spec_digest: str, artifact: ArtifactRef, action: str = "deploy", reconcile_first: bool = False,
     store_block: str = "default", lock_wait: float = 600,
 ) -> dict:
+    """``spec_digest``: the release's spec, recorded in the artifact store (its values, environment variables among
+    them, never appear in this run's parameters)."""
+    spec = recorded_spec(store_block, app, spec_digest)
     env = spec.environment(environment)
     ref = env_ref(spec, environment, store_block)
     ref, action = _with_flags(ref, action)

@@ -119,7 +119,8 @@ def deploy_and_report(checkout: Checkout, ref: str, spec: Spec, artifact: Artifa
     get_run_logger().info("plan for %s:\n  %s", artifact.release_id, "\n  ".join(plan.describe()))
     emit("slipway.release.started", spec.app, release_id=artifact.release_id, commit=checkout.commit,
          environments=[step.environment for step in plan.steps])
-    outcomes, verdicts, failed = deploy_stages(spec, artifact, plan, progress, store_block, lock_wait)
+    spec_digest = a.record_spec(store_block, spec)
+    outcomes, verdicts, failed = deploy_stages(spec, spec_digest, artifact, plan, progress, store_block, lock_wait)
     outcomes = decide.in_spec_order(outcomes, [e.name for e in spec.environments])
     failure = decide.finish_failure_line(failed.line if failed else None, outcomes)
     diagnosis = None
@@ -132,8 +133,8 @@ def deploy_and_report(checkout: Checkout, ref: str, spec: Spec, artifact: Artifa
     return summary
 
 
-def deploy_stages(spec: Spec, artifact: ArtifactRef, plan: RolloutPlan, progress: ReleaseProgress, store_block: str,
-                  lock_wait: float) -> tuple[list[StageOutcome], dict[str, list[str]], StageFailure | None]:
+def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: RolloutPlan, progress: ReleaseProgress,
+                  store_block: str, lock_wait: float) -> tuple[list[StageOutcome], dict[str, list[str]], StageFailure | None]:
     """Each planned environment in order, until one fails; the ones after it are not touched."""
     outcomes: list[StageOutcome] = []
     verdicts: dict[str, list[str]] = {}
@@ -143,7 +144,7 @@ def deploy_stages(spec: Spec, artifact: ArtifactRef, plan: RolloutPlan, progress
             head = d.read_heads(store_block, spec.app, [step.environment])[step.environment]
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "not-reached", "untouched"))
             continue
-        state = deploy_environment(app=spec.app, environment=step.environment, spec=spec, artifact=artifact, action=step.action,
+        state = deploy_environment(app=spec.app, environment=step.environment, spec_digest=spec_digest, artifact=artifact, action=step.action,
                                    reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait, return_state=True)
         outcome, failed, judged = stage_result(spec, artifact, step.environment, state, progress, store_block)
         outcomes.append(outcome)

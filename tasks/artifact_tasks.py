@@ -67,6 +67,17 @@ def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
     return spec
 
 
+def record_spec(store_block: str, spec: Spec) -> str:
+    """The spec, recorded in the store by its digest: what the environments' stages read (see ArtifactStore.put_spec)."""
+    store, _ = open_store(store_block)
+    return store.put_spec(spec)
+
+
+def recorded_spec(store_block: str, app: str, digest: str) -> Spec:
+    store, _ = open_store(store_block)
+    return store.read_spec(app, digest)
+
+
 @task(name="find-published-artifact", **TRANSIENT_RETRIES)
 def find_published_artifact(store_block: str, app: str, build_key: str) -> ArtifactRef | None:
     store, _ = open_store(store_block)

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from slipway.core.aws import aws_call, error_code, is_not_found, is_precondition_failed, translate
 from slipway.core.errors import DeployError, PublishError
 from slipway.core.models import ArtifactRef, Provenance
+from slipway.spec.schema import Spec
 
 
 def sha256_file(path: Path) -> str:
@@ -114,6 +115,35 @@ class ArtifactStore:
             if isinstance(exc, BotoCoreError):
                 raise translate(exc, PublishError, "reach the artifact bucket", target=self.bucket) from exc
             raise
+
+    # ---- the spec a release was made with ------------------------------------------------------------
+    def spec_key(self, app: str, digest: str) -> str:
+        return f"{self.prefix}specs/{app}/{digest}.json"
+
+    def put_spec(self, spec: Spec) -> str:
+        """Record the spec (its canonical JSON, named by its sha256) once; return the digest. Later stages read it
+        back by digest, so flow-run parameters never carry the spec's values (environment variables among them)."""
+        body = spec.canonical_json().encode()
+        digest = hashlib.sha256(body).hexdigest()
+        self._put_if_absent(self.spec_key(spec.app, digest), body, "application/json")  # same digest: same content
+        return digest
+
+    def read_spec(self, app: str, digest: str) -> Spec:
+        """The recorded spec, proven: its content hashes to its name and it names ``app``."""
+        key = self.spec_key(app, digest)
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise translate(exc, DeployError, f"read the recorded spec s3://{self.bucket}/{key}", target=key) from exc
+        actual = hashlib.sha256(body).hexdigest()
+        spec = Spec.model_validate_json(body) if actual == digest else None
+        if spec is None or spec.app != app:
+            raise DeployError(
+                f"the recorded spec s3://{self.bucket}/{key} " + ("does not hash to its name" if spec is None else f"names app {spec.app!r}")
+                + ": it was modified after the release recorded it",
+                target=key, hint="nothing was deployed; find out who wrote it, delete it and release again", ref="artifact-tampered",
+            )
+        return spec
 
     # ---- reads ----------------------------------------------------------------------------------
     def _get_json(self, key: str) -> dict | None:

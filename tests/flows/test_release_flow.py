@@ -232,3 +232,42 @@ def test_unusable_credentials_stop_the_release_before_the_clone(prefect_api, app
     import asyncio
 
     assert asyncio.run(task_names()) == ["check-artifact-store"]  # nothing after it ran: no clone, no build
+
+
+def test_spec_environment_values_never_reach_flow_run_parameters_and_a_tampered_recorded_spec_is_refused(prefect_api, clients, app_repo):
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    from tasks.wiring import open_store
+
+    _, s3 = clients
+    repo = app_repo()
+    value = "sk-live-4242-not-for-parameters"
+    spec = (repo.path / "slipway.yaml").read_text().replace("  runtime: python3.11\n", f"  runtime: python3.11\n  environment:\n    API_TOKEN: {value}\n")
+    repo.write("slipway.yaml", spec).commit("a secret in the spec", tag="s1")
+    state, summary = run_release(repo_url=repo.url, ref="s1", only=["dev"])
+    assert state.is_completed(), summary
+
+    async def subflow_parameters():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])))
+            return [r.parameters for r in runs]
+
+    parameters = asyncio.run(subflow_parameters())
+    assert parameters and all("spec_digest" in p and "spec" not in p for p in parameters)
+    assert value not in repr(parameters)
+
+    store, _ = open_store("default")
+    digest = parameters[0]["spec_digest"]
+    key = store.spec_key(repo.app, digest)
+    body = s3.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=store.bucket, Key=key, Body=body.replace(value.encode(), b"attacker-value"))
+    from slipway.core.errors import DeployError
+
+    with pytest.raises(DeployError) as info:
+        store.read_spec(repo.app, digest)
+    assert info.value.ref == "artifact-tampered" and "does not hash to its name" in str(info.value)
+    s3.put_object(Bucket=store.bucket, Key=key, Body=body)  # leave the store as the release wrote it
