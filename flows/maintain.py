@@ -84,8 +84,12 @@ def promote(
         raise ReleaseFailed(f"no provenance manifest for {chosen.release_id} in the artifact store",
                             hint="release it from git instead (`slipway release`)", ref="manifest-missing")
     get_run_logger().info("promoting %s (commit %s) from %s to %s", chosen.release_id, chosen.commit, from_env, to_env)
+    # the spec the release was made with, recorded by its digest; a release older than that record: the checkout's,
+    # which must still describe this app
+    recorded = provenance.spec_digest if not spec_path and store.has_spec(app, provenance.spec_digest) else None
     return release(repo_url=provenance.repo, ref=chosen.commit or provenance.commit, spec_path=spec_path, only=[to_env],
-                   store_block=store_block, git_token_block=git_token_block, registry_block=registry_block, lock_wait=lock_wait)
+                   store_block=store_block, git_token_block=git_token_block, registry_block=registry_block, lock_wait=lock_wait,
+                   app=app, spec_digest=recorded)
 
 
 __all__ = ["verify_live", "promote"]

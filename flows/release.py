@@ -39,14 +39,16 @@ from tasks.wiring import docker_client, location_for
 @flow(name="release", flow_run_name="release {repo_url}@{ref}")
 def release(
     repo_url: str, ref: str = "HEAD", spec_path: str | None = None, only: list[str] | None = None, store_block: str = "default",
-    git_token_block: str | None = None, registry_block: str = "default", lock_wait: float = 600,
+    git_token_block: str | None = None, registry_block: str = "default", lock_wait: float = 600, app: str | None = None,
+    spec_digest: str | None = None,
 ) -> dict:
     """Release an artifact (Lambda zip or container image) from git through the spec's environments, verified,
-    with automatic rollback."""
+    with automatic rollback. ``app``: the app this release must be (a spec naming another is refused);
+    ``spec_digest``: use the spec an earlier release of ``app`` recorded, not the checkout's (promote does)."""
     validate_repo_url(repo_url)  # refused before anything runs
     validate_ref(ref)
     a.check_artifact_store(store_block)
-    checkout, progress = None, ReleaseProgress(spec_path=spec_path)
+    checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest)
     try:
         checkout = a.clone_repo(repo_url, ref, git_token_block)
         spec = prepare(checkout, progress, only, store_block, registry_block)
@@ -64,7 +66,7 @@ def release(
 
 def prepare(checkout: Checkout, progress: ReleaseProgress, only: list[str] | None, store_block: str, registry_block: str) -> Spec:
     """The spec, the ledger heads and the plan; every target resolved and checked (read-only) before anything is built."""
-    spec = progress.spec = a.load_release_spec(checkout, progress.spec_path)
+    spec = progress.spec = a.release_spec(checkout, progress.spec_path, store_block, progress.app, progress.spec_digest)
     progress.heads = d.read_heads(store_block, spec.app, [e.name for e in spec.environments])
     selected = select_environments(spec, only)
     progress.first_env = (selected or [None])[0]

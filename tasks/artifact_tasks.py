@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 import slipway
 from slipway.artifact.lambda_zip import build_lambda_zip
+from slipway.core.errors import SpecError
 from slipway.core.models import ArtifactRef, BuiltZip, Provenance
 from slipway.source.git import Checkout, clone_at_ref
 from slipway.source.testrun import run_tests
@@ -60,10 +61,22 @@ def clone_repo(repo_url: str, ref: str, git_token_block: str | None = None) -> C
 
 
 @task(name="load-spec", cache_policy=NO_CACHE)
-def load_release_spec(checkout: Checkout, spec_path: str | None) -> Spec:
-    spec = load_spec(checkout.path, spec_path)
+def release_spec(checkout: Checkout, spec_path: str | None, store_block: str, app: str | None, spec_digest: str | None) -> Spec:
+    """The checkout's spec, or (``spec_digest``) the one a release of ``app`` recorded; either way it must describe
+    ``app`` when one is asked for, and fit the checkout."""
+    if spec_digest and not app:
+        raise SpecError("a recorded spec is named by its app and its digest", hint="pass app with spec_digest", ref="spec-app-mismatch")
+    if spec_digest:
+        spec = recorded_spec(store_block, app, spec_digest)
+        source = f"the spec recorded by {app}'s release ({spec_digest[:12]})"
+    else:
+        spec = load_spec(checkout.path, spec_path)
+        source = spec_path or "slipway.yaml"
+    if app and spec.app != app:
+        raise SpecError(f"{source} describes app {spec.app!r}, not {app!r}", hint="pass the spec of the app being released (--spec)",
+                        ref="spec-app-mismatch")
     check_spec_against_checkout(spec, checkout.path)
-    get_run_logger().info("spec ok: app %s, environments %s", spec.app, " → ".join(e.name for e in spec.environments))
+    get_run_logger().info("spec ok (%s): app %s, environments %s", source, spec.app, " → ".join(e.name for e in spec.environments))
     return spec
 
 

@@ -128,6 +128,9 @@ class ArtifactStore:
         self._put_if_absent(self.spec_key(spec.app, digest), body, "application/json")  # same digest: same content
         return digest
 
+    def has_spec(self, app: str, digest: str) -> bool:
+        return self._exists(self.spec_key(app, digest))
+
     def read_spec(self, app: str, digest: str) -> Spec:
         """The recorded spec, proven: its content hashes to its name and it names ``app``."""
         key = self.spec_key(app, digest)

@@ -195,7 +195,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((SpecError,), (
         "invalid-spec", "spec-missing", "spec-not-yaml", "spec-too-large", "spec-yaml-refused", "path-escapes-repo",
         "handler-module-missing", "handler-function-missing", "handler-syntax-error", "empty-test-command",
-        "invalid-http-check", "shared-function", "unsupported-runtime", "unsupported-architecture",
+        "invalid-http-check", "shared-function", "unsupported-runtime", "unsupported-architecture", "spec-app-mismatch",
     )),
     ((SpecError, BuildError), ("dockerfile-missing",)),
     ((InputError, SpecError), ("unknown-environment",)),

@@ -24,6 +24,8 @@ class ReleaseProgress:
     """What a release has done so far: filled stage by stage, read when a failure has to be recorded and diagnosed."""
 
     spec_path: str | None = None
+    app: str | None = None  # the app the release must be (None: whatever the spec names)
+    spec_digest: str | None = None  # a recorded spec to use instead of the checkout's
     spec: Spec | None = None
     heads: dict[str, EnvHead] = field(default_factory=dict)
     first_env: str | None = None

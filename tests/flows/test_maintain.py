@@ -87,3 +87,23 @@ def release_dev(repo) -> bool:
     from flows.release import release
 
     return release(repo_url=repo.url, ref="v1", only=["dev"], return_state=True).is_completed()
+
+
+def test_promote_uses_the_spec_the_release_was_made_with_and_a_spec_of_another_app_is_refused(prefect_api, app_repo):
+    from flows.maintain import promote
+    from flows.release import release
+
+    repo = app_repo()
+    own = (repo.path / "slipway.yaml").read_text()
+    repo.write("slipway.alt.yaml", own)  # the app's spec under another name; slipway.yaml now describes another app
+    repo.write("slipway.yaml", own.replace(f"app: {repo.app}\n", "app: somebody-else\n"))
+    repo.commit("the spec moves", tag="alt1")
+    first = release(repo_url=repo.url, ref="alt1", spec_path="slipway.alt.yaml", only=["dev"])
+
+    promoted = promote(app=repo.app, from_env="dev", to_env="staging")
+    assert (promoted["app"], promoted["release_id"]) == (repo.app, first["release_id"])
+
+    state = release(repo_url=repo.url, ref="alt1", only=["prod"], app=repo.app, return_state=True)
+    err = state.result(raise_on_failure=False)
+    assert state.is_failed() and err.ref == "spec-app-mismatch"
+    assert str(err) == f"slipway.yaml describes app 'somebody-else', not '{repo.app}': pass the spec of the app being released (--spec)"
