@@ -53,8 +53,11 @@ bench: install
 deploy: install
 	$(PY) -m deployments.deploy
 
+# More client retries than Prefect's default (5): a SQLite server answers writes that race with 503, and a worker
+# whose submission runs out of retries marks the run Crashed (docs/scale.md).
+WORKER_CLIENT_RETRIES ?= 10
 worker: install
-	$(VENV)/bin/prefect worker start --pool slipway
+	PREFECT_CLIENT_MAX_RETRIES=$${PREFECT_CLIENT_MAX_RETRIES:-$(WORKER_CLIENT_RETRIES)} $(VENV)/bin/prefect worker start --pool slipway
 
 local-up: install
 	$(VENV)/bin/slipway local up
