@@ -5,13 +5,15 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = re.compile(r"(\.\./shared/|shared/facts/|shared/STYLE)")
+# The developers' notes live in a folder beside the repository (facts measured about the tools, a style
+# guide); users do not have it. The pattern is assembled so that this file does not match itself.
+SHARED = "shared"
+OUTSIDE = re.compile(rf"(\.\./{SHARED}/|{SHARED}/facts/|{SHARED}/STYLE)")
 
 
 def test_no_file_refers_to_the_shared_folder_outside_the_repository():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    me = Path(__file__).relative_to(ROOT).as_posix()
-    offenders = [f for f in files if f != me and (ROOT / f).is_file() and OUTSIDE.search((ROOT / f).read_text(errors="replace"))]
+    offenders = [f for f in files if (ROOT / f).is_file() and OUTSIDE.search((ROOT / f).read_text(errors="replace"))]
     assert offenders == []
 
 
