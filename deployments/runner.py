@@ -95,23 +95,28 @@ def run_rollback(app: str, environment: str, to: str | None, store_block: str = 
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def _store_and_ledger(store_block: str):
+    """The artifact store and the ledger, read without Prefect when the block allows it (see _fast_store)."""
+    fast = _fast_store(store_block, "s3")
+    if fast is None:
+        from tasks.wiring import open_store
+
+        return open_store(store_block)
+    from slipway.artifact.store import ArtifactStore
+    from slipway.record.ledger import Ledger
+
+    block, (s3,) = fast
+    return (ArtifactStore(s3, block["bucket"], block["prefix"], block["kms_key_id"]),
+            Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"]))
+
+
 def read_diagnosis(app: str, environment: str | None, store_block: str = "default") -> dict:
     """The diagnosis of the latest failed release of APP (in ENV), from the record the release left: read-only, no
     flow (the release already published it in the UI as ``diagnosis-<app>``)."""
-    from slipway.artifact.store import ArtifactStore
     from slipway.core.errors import InputError
     from slipway.record.diagnose import FailureRecord, diagnosis_environment, diagnosis_view, pick_failure_record
-    from slipway.record.ledger import Ledger
 
-    fast = _fast_store(store_block, "s3")
-    if fast is not None:
-        block, (s3,) = fast
-        store = ArtifactStore(s3, block["bucket"], block["prefix"], block["kms_key_id"])
-        ledger = Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"])
-    else:
-        from tasks.wiring import open_store
-
-        store, ledger = open_store(store_block)
+    store, ledger = _store_and_ledger(store_block)
     found = pick_failure_record(store.failure_records(app), environment)
     if found is None:
         raise InputError(f"no failed release of {app + '/' + environment if environment else app} is on record",
@@ -199,17 +204,7 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
 
 def read_history(app: str, environment: str | None, store_block: str = "default"):
     """The ledger of APP (one environment or all) and the heads: a read that starts no flow."""
-    fast = _fast_store(store_block, "s3")
-    if fast is not None:
-        from slipway.record.ledger import Ledger
-
-        block, (s3,) = fast
-        ledger = Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"])
-    else:
-        from tasks.wiring import open_store
-
-        _, ledger = open_store(store_block)
-    return ledger_view(ledger, app, environment)
+    return ledger_view(_store_and_ledger(store_block)[1], app, environment)
 
 
 def ledger_view(ledger, app: str, environment: str | None):

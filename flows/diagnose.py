@@ -11,6 +11,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows import links
+
 from slipway.record.diagnose import FailureRecord, diagnosis_environment, diagnosis_view
 from slipway.core.errors import InputError
 from tasks.diagnose_tasks import read_failure_record
@@ -18,9 +20,7 @@ from tasks.deploy_tasks import read_heads
 
 
 def artifact_key(app: str) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9-]+", "-", f"diagnosis-{app}".lower()).strip("-")[:100]
+    return links.artifact_key("diagnosis", app)
 
 
 @flow(name="diagnose", flow_run_name="diagnose {app}")

@@ -30,9 +30,8 @@ def verify_live(apps: list[str] | None = None, heal: bool = False, store_block: 
     rows, problems = [], []
     for app in apps or ledger.apps():
         for env in ledger.environments(app):
-            if ledger.head(app, env).live is None:
-                continue
-            ref = recorded_env_ref(app, env, store_block, automatic=True)
+            head = ledger.head(app, env)
+            ref = recorded_env_ref(app, env, store_block, automatic=True, head=head) if head.live else None
             if ref is None:
                 continue
             try:

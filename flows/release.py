@@ -33,7 +33,7 @@ from slipway.rollout.planning import RolloutPlan, plan_rollout, select_environme
 from slipway.source.git import Checkout, discard_checkout, validate_ref, validate_repo_url
 from slipway.spec.schema import Spec
 from tasks import artifact_tasks as a, deploy_tasks as d, image_tasks as i
-from tasks.wiring import docker_client, location_for
+from tasks.wiring import docker_client, location_for, registry_coordinates
 
 
 @flow(name="release", flow_run_name="release {repo_url}@{ref}")
@@ -74,7 +74,7 @@ def prepare(checkout: Checkout, progress: ReleaseProgress, only: list[str] | Non
     _refuse_shared_targets(spec, selected)
     if spec.artifact.type == "docker-image":  # the engine and the registry must be there before anything is built
         docker_client()
-        i.registry_coordinates(registry_block, spec.app)
+        registry_coordinates(registry_block, spec.app)
     progress.preflight = d.preflight_targets(spec, selected, store_block)  # every environment's account, read-only
     return spec
 

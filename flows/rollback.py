@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from flows.events import emit
 from flows.links import publish_history_artifact
 from slipway.core.errors import ApprovalRejected, CanaryFailed, ReleaseFailed, SlipwayError
+from slipway.record.ledger import EnvHead
 from slipway.rollout.staged import EnvRef
 from tasks.deploy_tasks import roll_back_environment
 from tasks.locks import environment_lock
@@ -48,10 +49,10 @@ def rollback(
     return outcome.__dict__ if outcome else None
 
 
-def recorded_env_ref(app: str, environment: str, store_block: str, automatic: bool) -> EnvRef | None:
-    """The environment as the ledger recorded it at its last deploy: a rollback needs no spec."""
-    _, ledger = open_store(store_block)
-    head = ledger.head(app, environment)
+def recorded_env_ref(app: str, environment: str, store_block: str, automatic: bool, head: EnvHead | None = None) -> EnvRef | None:
+    """The environment as the ledger recorded it at its last deploy (``head``, read here when not given): a rollback
+    needs no spec."""
+    head = head or open_store(store_block)[1].head(app, environment)
     location = head.location or ({"function": head.function, "alias": head.alias or "live"} if head.function else None)
     if not location and automatic:
         return None

@@ -15,12 +15,11 @@ from prefect.runtime import flow_run
 
 from slipway.core.errors import RollbackError
 from slipway.core.models import ArtifactRef, DeployResult, VerifyResult
-from slipway.record.ledger import EnvHead
+from slipway.record.ledger import EnvHead, deployed_flags
 from slipway.rollout import staged
 from slipway.rollout.staged import EnvRef, RollbackOutcome
 from slipway.spec.schema import Spec
-from blocks import LambdaTargetBlock, aws_clients
-from tasks.wiring import TRANSIENT_RETRIES, alarm_client, env_context, location_for, open_store, resolve_target_block, store_client
+from tasks.wiring import TRANSIENT_RETRIES, alarm_client, env_context, lambda_account_clients, location_for, open_store, store_client
 
 
 
@@ -56,15 +55,7 @@ def live_release_flags(store_block: str, app: str, env_name: str) -> dict | None
     """The flags the live version was deployed with ({} when none were recorded; None when nothing is live)."""
     _, ledger = open_store(store_block)
     head = ledger.head(app, env_name)
-    if head.live is None:
-        return None
-    if head.live.flags is not None:  # recorded in the head since flags are folded into it
-        return head.live.flags
-    for entry in ledger.history(app, env_name, limit=200):  # an older head: the deploy's own entry (re-verifications record none)
-        if (entry.kind == "deploy-started" and entry.release_id == head.live.release_id and entry.version == head.live.version
-                and "flags" in entry.detail):
-            return entry.detail["flags"] or {}
-    return {}
+    return deployed_flags(ledger, app, env_name, head.live, scan=200) if head.live else None
 
 
 def read_env_flags(store_block: str, app: str, env_name: str) -> dict:
@@ -91,8 +82,7 @@ def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> 
         env = spec.environment(env_name)
         ref = EnvRef(app=spec.app, environment=env_name, store_block=store_block, target_type=spec.target_type(env), target_block=env.target)
         if ref.target_type == "lambda":
-            _, block = resolve_target_block(env_name, env.target, LambdaTargetBlock)
-            sts, lam, iam = aws_clients(block.credentials, "sts", "lambda", "iam", region=block.region, read_timeout=20)
+            block, sts, lam, iam = lambda_account_clients(env_name, env.target)
             checks.append(preflight_account.check_identity(sts, env_name))
             if checks[-1].passed:
                 checks.append(preflight_account.check_lambda_target(lam, iam, env_name, location_for(spec, env_name)["function"], block.role_arn))

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from slipway.record.diagnose import FailureRecord, ReleaseDiff, compute_diff, pick_failure_record
 from slipway.source.git import Checkout
-from slipway.record.ledger import LiveRelease
+from slipway.record.ledger import LiveRelease, deployed_flags
 from tasks.wiring import TRANSIENT_RETRIES, open_store
 
 
@@ -15,15 +15,6 @@ def _flag_lines(old: dict, new: dict) -> list[str]:
     from slipway.record.flags import diff_flags
 
     return diff_flags(old, new)
-
-
-def _release_flags(ledger, app: str, env: str, release: LiveRelease) -> dict:
-    """The flags a verified version was deployed with there (recorded in its ``deploy-started`` entry)."""
-    for entry in ledger.history(app, env, limit=500):
-        if (entry.kind == "deploy-started" and entry.release_id == release.release_id and entry.version == release.version
-                and "flags" in entry.detail):
-            return entry.detail.get("flags") or {}
-    return {}
 
 
 @task(name="release-diff", cache_policy=NO_CACHE)
@@ -38,7 +29,7 @@ def release_diff(
         if baseline is not None and baseline.artifact_sha256 and not baseline.image:
             manifest = store.read_manifest(app, baseline.artifact_sha256)
             baseline_size = manifest.artifact_size if manifest else None
-        baseline_flags = _release_flags(ledger, app, environment, baseline) if baseline else {}
+        baseline_flags = deployed_flags(ledger, app, environment, baseline) if baseline else {}
         return compute_diff(
             checkout.path, environment=environment, new_commit=checkout.commit, spec_path=spec_path,
             baseline_release=baseline.release_id if baseline else None, baseline_commit=baseline.commit if baseline else None,

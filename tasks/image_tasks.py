@@ -9,14 +9,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 import slipway
-from blocks import RegistryBlock, aws_clients
 from slipway.artifact.image import build_image, image_tag, oci_labels
-from slipway.artifact.registry import RegistryAuth, ecr_auth, push_image, remote_digest
+from slipway.artifact.registry import push_image, remote_digest
 from slipway.core.models import ArtifactRef, ImageRef, Provenance
 from slipway.source.git import Checkout
 from slipway.spec.schema import Spec
 from tasks.artifact_tasks import now_iso, release_id_for
-from tasks.wiring import TRANSIENT_RETRIES, docker_client, load_block, open_store
+from tasks.wiring import TRANSIENT_RETRIES, docker_client, open_store, registry_coordinates
 
 
 @task(name="build-image", cache_policy=NO_CACHE)
@@ -31,20 +30,6 @@ def build_container_image(checkout: Checkout, spec: Spec, build_key: str) -> dic
     )
     logger.info("built %s (%s)", local_tag, built.image_id)
     return {"image_id": built.image_id, "local_tag": local_tag, "tag": image_tag(checkout.commit, build_key), "labels": labels}
-
-
-def registry_coordinates(registry_block: str, app: str) -> tuple[str, str, RegistryAuth | None]:
-    block = load_block(
-        RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
-        hint="run `slipway local up` with a Docker engine running, or create the block (docs/blocks.md)", ref="registry-block-missing",
-    )
-    name = f"{block.namespace.strip('/')}/{app}" if block.namespace.strip("/") else app
-    if block.kind == "ecr":
-        (ecr,) = aws_clients(block.credentials, "ecr")
-        host, auth = ecr_auth(ecr)
-        return block.url or host, name, auth
-    auth = RegistryAuth(username=block.username, password=block.password) if block.username else None
-    return block.url, name, auth
 
 
 @task(name="find-pushed-image", **TRANSIENT_RETRIES)

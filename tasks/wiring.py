@@ -18,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
-from blocks import ArtifactStoreBlock, DockerHostBlock, EcsTargetBlock, LambdaTargetBlock, aws_clients, parse_port_range
+from blocks import ArtifactStoreBlock, DockerHostBlock, EcsTargetBlock, LambdaTargetBlock, RegistryBlock, aws_clients, parse_port_range
+from slipway.artifact.registry import RegistryAuth, ecr_auth
 from slipway.artifact.store import ArtifactStore
 from slipway.core.aws import is_transient
 from slipway.core.errors import CredentialsError, DeployError
@@ -249,3 +250,25 @@ def alarm_client(ref: EnvRef):
         return _STORES.get(("cloudwatch", ref.target_type, ref.environment, ref.target_block),
                            lambda: aws_clients(credentials, "cloudwatch", region=getattr(block, "region", None))[0])
     return store_client(ref.store_block, "cloudwatch")
+
+
+def lambda_account_clients(env_name: str, target_block: str | None) -> tuple[Any, Any, Any, Any]:
+    """(the Lambda target block, STS, Lambda, IAM) of an environment, for the read-only checks before a release."""
+    _, block = resolve_target_block(env_name, target_block, LambdaTargetBlock)
+    sts, lam, iam = aws_clients(block.credentials, "sts", "lambda", "iam", region=block.region, read_timeout=20)
+    return block, sts, lam, iam
+
+
+def registry_coordinates(registry_block: str, app: str) -> tuple[str, str, RegistryAuth | None]:
+    """(registry host, repository name, credentials) of ``app``'s images, from the registry block (an ECR block logs in)."""
+    block = load_block(
+        RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
+        hint="run `slipway local up` with a Docker engine running, or create the block (docs/blocks.md)", ref="registry-block-missing",
+    )
+    name = f"{block.namespace.strip('/')}/{app}" if block.namespace.strip("/") else app
+    if block.kind == "ecr":
+        (ecr,) = aws_clients(block.credentials, "ecr")
+        host, auth = ecr_auth(ecr)
+        return block.url or host, name, auth
+    auth = RegistryAuth(username=block.username, password=block.password) if block.username else None
+    return block.url, name, auth

@@ -372,6 +372,18 @@ class Ledger:
         return self.append(LedgerEntry(app=app, environment=env, kind=kind, **fields))
 
 
+def deployed_flags(ledger: Ledger, app: str, env: str, release: LiveRelease, scan: int = 500) -> dict[str, dict]:
+    """The feature flags a verified version was deployed with: folded into the head since flags are; for a head
+    folded before that, from the version's own ``deploy-started`` entry (re-verifications record none); {} if none."""
+    if release.flags is not None:
+        return release.flags
+    for entry in ledger.history(app, env, limit=scan):
+        if (entry.kind == "deploy-started" and entry.release_id == release.release_id and entry.version == release.version
+                and "flags" in entry.detail):
+            return entry.detail["flags"] or {}
+    return {}
+
+
 def entry_row(entry: LedgerEntry) -> dict[str, Any]:
     """A flat row for tables (CLI, Prefect table artifacts)."""
     return {
