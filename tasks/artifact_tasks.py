@@ -113,6 +113,8 @@ def run_app_tests(checkout: Checkout, spec: Spec, build_key: str) -> dict:
     app_reqs = getattr(spec.artifact, "requirements", None)  # lambda-zip only; an image installs its own in the Dockerfile
     reqs = [checkout.path / r for r in ([app_reqs] if app_reqs else []) + spec.test.requirements]
     report = run_tests(checkout.path, spec.test.command, reqs, timeout_s=spec.test.timeout)
+    for note in report.cache_notes:
+        logger.warning("%s", note)
     logger.info("tests %s in %.1fs (exit %s)\n%s", "passed" if report.passed else "FAILED", report.duration_s, report.exit_code, report.output_tail)
     report.raise_for_failure()
     return {"skipped": False, "passed": True, "duration_s": round(report.duration_s, 2), "command": report.command}
@@ -122,7 +124,8 @@ def run_app_tests(checkout: Checkout, spec: Spec, build_key: str) -> dict:
 def build_artifact(checkout: Checkout, spec: Spec) -> BuiltZip:
     out = Path(tempfile.mkdtemp(prefix="slipway-build-"))
     reqs = checkout.path / spec.artifact.requirements if spec.artifact.requirements else None
-    built = build_lambda_zip(checkout.path / spec.artifact.source, out, requirements=reqs, runtime=spec.artifact.runtime)
+    built = build_lambda_zip(checkout.path / spec.artifact.source, out, requirements=reqs, runtime=spec.artifact.runtime,
+                             report=get_run_logger().warning)
     get_run_logger().info("built %s: %s bytes zipped, %s unzipped, %s files", built.path.name, built.size, built.unzipped_size, built.file_count)
     return BuiltZip(path=str(built.path), sha256=built.sha256, size=built.size, unzipped_size=built.unzipped_size, file_count=built.file_count)
 

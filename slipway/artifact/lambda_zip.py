@@ -8,10 +8,14 @@ by its sha256.
 
 Dependencies are installed once per (requirements bytes, runtime, platform) into a cache directory that
 appears atomically (temporary directory + rename), so a rebuild with unchanged requirements does not call pip.
+The cache is shared by every app built on this machine, so an entry carries a manifest of its files
+(``slipway.core.manifest``) written when it was installed and checked before every reuse: an entry that changed
+since (a module edited, a file added) is discarded, installed again and reported, never packaged.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from slipway.core import manifest
 from slipway.core.childenv import scrubbed_environ
 from slipway.core.errors import ArtifactTooLarge, BuildError, SpecError
 from slipway.core.home import cache_dir
@@ -64,6 +69,7 @@ def build_lambda_zip(
     deps_cache: Path | None = None,
     max_zipped: int = MAX_ZIPPED,
     max_unzipped: int = MAX_UNZIPPED,
+    report: Callable[[str], None] | None = None,
 ) -> BuiltZip:
     """Zip ``source_dir`` (plus vendored ``requirements``) into ``out_dir/<sha256>.zip``.
 
@@ -91,7 +97,7 @@ def build_lambda_zip(
     files: dict[str, Path] = {}
     if requirements is not None:
         cache_root = Path(deps_cache) if deps_cache is not None else cache_dir("lambda-deps")
-        deps_dir = install_dependencies(Path(requirements), runtime, cache_root)
+        deps_dir = install_dependencies(Path(requirements), runtime, cache_root, report=report)
         files.update(_collect(deps_dir, is_deps=True))
     skip = out_dir.resolve() if out_dir.exists() else None
     files.update(_collect(source_dir, is_deps=False, skip=skip))  # source overrides dependencies
@@ -124,7 +130,8 @@ def build_lambda_zip(
 
 
 def install_dependencies(
-    requirements: Path, runtime: str, cache_root: Path, *, runner: Runner = subprocess.run
+    requirements: Path, runtime: str, cache_root: Path, *, runner: Runner = subprocess.run,
+    report: Callable[[str], None] | None = None,
 ) -> Path:
     """Return a directory of packages installed from ``requirements`` for Lambda's platform (cached).
 
@@ -140,22 +147,29 @@ def install_dependencies(
     ).hexdigest()
     cache_root = Path(cache_root).resolve()  # pip runs next to the requirements file, not in our cwd
     final = cache_root / f"{runtime}-{LAMBDA_PLATFORM}-{key[:32]}"
-    if final.is_dir():
+    proof = cache_root / f"{final.name}.manifest.json"
+    if final.is_dir() and manifest.differences(final, proof) is None:
         return final
 
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".installing-"))
-    try:
-        _pip_install(requirements, python_version, tmp, runner)
+    with open(cache_root / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer per entry; released when the file closes
+        if final.is_dir():
+            changed = manifest.differences(final, proof)
+            if changed is None:
+                return final  # a concurrent build finished it while we waited
+            if report is not None:
+                report(f"the cached Lambda dependencies {final.name} changed since they were installed ({changed}): "
+                       "discarded and installed again")
+            shutil.rmtree(final)
+        tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".installing-"))
         try:
+            _pip_install(requirements, python_version, tmp, runner)
+            manifest.write(tmp, proof)  # before the entry appears: an entry always has its manifest
             os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-            shutil.rmtree(tmp)  # a concurrent build won the rename; its result is equivalent
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final
 
 

@@ -37,6 +37,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 from packaging.utils import canonicalize_name
 
 from slipway.artifact.lambda_zip import MAX_UNZIPPED, MAX_ZIPPED
+from slipway.core import sandbox
 from slipway.core.childenv import scrubbed_environ
 from slipway.core.errors import PreflightFailed, SlipwayError, SpecError
 
@@ -136,8 +137,11 @@ def check_handler_imports(zip_path: Path, handler: str, python: str = sys.execut
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tmp)
         try:
+            # the app's module-level code runs here: sandboxed (no network, the extracted zip read-only, nothing else)
+            box = sandbox.Sandbox(readonly=(Path(tmp).resolve(),))
             done = subprocess.run(
-                [python, "-I", "-S", "-c", _IMPORT_SCRIPT, tmp, module_name, function_name, ",".join(sorted(RUNTIME_PROVIDED))],
+                box.wrap([python, "-I", "-S", "-c", _IMPORT_SCRIPT, tmp, module_name, function_name, ",".join(sorted(RUNTIME_PROVIDED))],
+                         cwd=tmp),
                 cwd=tmp, env={**scrubbed_environ(), "HOME": tmp}, capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:

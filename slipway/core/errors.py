@@ -158,6 +158,14 @@ class LocalStackError(SlipwayError):
     exit_code = BAD_INPUT  # the embedded stack could not be set up on this machine: nothing ran
 
 
+class SandboxUnavailable(SlipwayError):
+    """Repository code cannot run sandboxed on this machine (bubblewrap missing or without namespaces): nothing ran."""
+
+    stage = "sandbox"
+    ref = "sandbox-unavailable"
+    exit_code = BAD_INPUT
+
+
 class ReleaseFailed(SlipwayError):
     """The release as a whole: names the stage, the check and the evidence; carries per-environment outcomes."""
 
@@ -244,6 +252,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((RollbackError,), ("unknown-release", "nothing-to-roll-back-to"), BAD_INPUT),
     ((LedgerError,), ("ledger-failed", "ledger-contention", "ledger-corrupt")),
     ((LocalStackError,), ("local-stack-failed",)),
+    ((SandboxUnavailable,), ("sandbox-unavailable",)),
     ((ReleaseFailed,), ("release-failed", "verify-failed", "manifest-missing", "nothing-to-promote")),
     ((ReleaseFailed,), ("nothing-deployed",), BAD_INPUT),
 )

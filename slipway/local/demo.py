@@ -187,6 +187,20 @@ def demo_container(workdir: Path) -> tuple[list[str], list[str]]:
     return problems, lines
 
 
+def _sandbox_or_say_so() -> None:
+    """The demo's repositories are the examples shipped here: where bubblewrap is missing they run unsandboxed, and
+    the demo says so (a real release refuses instead, see docs/security.md)."""
+    from slipway.core import sandbox
+    from slipway.core.errors import SandboxUnavailable
+
+    try:
+        sandbox.require()
+    except SandboxUnavailable as exc:
+        os.environ["SLIPWAY_SANDBOX"] = "off"
+        print(f"note: {exc.message}; the demo runs its own example repositories unsandboxed (SLIPWAY_SANDBOX=off). "
+              "Install bubblewrap before releasing repositories you do not trust.", flush=True)
+
+
 def demo_diagnose() -> list[str]:
     print("\n=== 4. why did hello's v2 fail? `slipway diagnose` on the failed release ===", flush=True)
     proc = _slipway("diagnose", "hello", "--env", "dev", check=False)
@@ -199,6 +213,7 @@ def demo_diagnose() -> list[str]:
 
 def main() -> int:
     os.environ.setdefault("SLIPWAY_HOME", str(slipway_home()))
+    _sandbox_or_say_so()
     _slipway("local", "up")
     status = json.loads(_slipway("local", "status", "--json", show=False).stdout)
     os.environ.update(status["env"])

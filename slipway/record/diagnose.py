@@ -362,6 +362,12 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
     if ref in ("lambda-update-timeout", "ecs-not-stable") or ("did not finish in time" in message):
         evidence.append(message)
         return "too-large-or-slow", [f"the target did not finish deploying the new version in time{env_note}"], "deploy", evidence
+    if ref == "sandbox-unavailable":
+        evidence.append(message)
+        return "configuration", [
+            "the worker cannot run the repository's code in a sandbox (bubblewrap missing, or no user namespaces); "
+            "nothing of the repository ran",
+        ], ref, evidence
     if stage == "credentials" or code in PERMISSION_CODES or ref in ("credentials-refused", "credentials-missing", "region-missing", "block-missing"):
         evidence.append(message)
         return "configuration", [

