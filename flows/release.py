@@ -95,7 +95,7 @@ def _refuse_shared_targets(spec: Spec, environments: list[str]) -> None:
 def obtain_artifact(checkout: Checkout, spec: Spec, progress: ReleaseProgress, store_block: str, registry_block: str) -> ArtifactRef:
     """Build once: reuse what this commit and build configuration already published, else test, build and publish."""
     build_key = spec.build_key(checkout.commit, BUILDER_VERSION)
-    artifact = a.find_published_artifact(store_block, spec.app, build_key)
+    artifact = a.find_published_artifact(store_block, spec.app, build_key, checkout.commit)
     if artifact is None and spec.artifact.type == "docker-image":
         # the registry is asked first: an unreachable one or refused credentials stop the release before the tests
         image = i.find_pushed_image(registry_block, spec.app, image_tag(checkout.commit, build_key))

@@ -92,9 +92,11 @@ def recorded_spec(store_block: str, app: str, digest: str) -> Spec:
 
 
 @task(name="find-published-artifact", **TRANSIENT_RETRIES)
-def find_published_artifact(store_block: str, app: str, build_key: str) -> ArtifactRef | None:
+def find_published_artifact(store_block: str, app: str, build_key: str, commit: str) -> ArtifactRef | None:
+    """What this commit and build configuration already published: the pointer proven against the artifact's manifest
+    (a pointer naming another commit's artifact stops the release as tampering)."""
     store, _ = open_store(store_block)
-    found = store.find_build(app, build_key)
+    found = store.find_build(app, build_key, commit)
     if found:
         get_run_logger().info("artifact already published for this commit and build config: %s (reused, not rebuilt)", found.uri)
     return found

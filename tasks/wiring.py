@@ -231,12 +231,12 @@ def flag_env_vars(flags: dict | None) -> dict[str, str]:
 def env_context(ref: EnvRef, read_timeout: float = 60) -> EnvContext:
     """The ledger and the target of ``ref``, resolved once per run."""
     def make() -> EnvContext:
-        _, ledger = open_store(ref.store_block)
+        store, ledger = open_store(ref.store_block)
         block_cls, factory, _ = target_kind(ref.target_type)
         block_name, block = resolve_target_block(ref.environment, ref.target_block, block_cls)
         target = factory(ref, block, read_timeout, flag_env_vars(ref.flags))
         return EnvContext(ledger=ledger, app=ref.app, environment=ref.environment, target=target, checks=list(ref.checks),
-                          run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=ref.flags)
+                          run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=ref.flags, store=store)
 
     return _CONTEXTS.get((ref.cache_key(), read_timeout), make)
 

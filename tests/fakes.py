@@ -45,6 +45,7 @@ class FakeTarget:
     def __init__(self, name: str = "fake-dev:live") -> None:
         self._name = name
         self.versions: dict[str, str] = {}  # version -> release id
+        self.code: dict[str, str] = {}  # version -> the sha256 of the code it runs (a test may change it: tampering)
         self.serving_version: str | None = None
         self.broken: set[str] = set()  # release ids whose checks fail
         self.fail_point = 0
@@ -65,6 +66,7 @@ class FakeTarget:
         existing = next((v for v, rel in self.versions.items() if rel == artifact.release_id), None)
         version = existing or str(len(self.versions) + 1)
         self.versions[version] = artifact.release_id
+        self.code.setdefault(version, artifact.sha256)
         self.calls.append(("prepare", artifact.release_id))
         return DeployResult(environment="", function=self.location()["function"], alias="live", version=version,
                             previous_version=self.serving_version, code_sha256=artifact.sha256, new_version=existing is None)
@@ -92,6 +94,11 @@ class FakeTarget:
         results = [CheckResult(name=c.get("name", "check"), passed=passed, detail=detail, executed_version=self.serving_version)
                    for c in checks]
         return VerifyResult(function=self._name, qualifier="live", passed=passed, checks=results)
+
+    def identity_mismatch(self, version: str, release) -> str | None:
+        if release.artifact_sha256 and self.code.get(version) != release.artifact_sha256:
+            return f"version {version} runs code {str(self.code.get(version))[:12]}, not the release's {release.artifact_sha256[:12]}"
+        return None
 
     def settle(self, live_version: str) -> None:
         self.calls.append(("settle", live_version))

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from slipway.core.aws import aws_call, error_code, is_not_found, is_precondition_failed, translate
 from slipway.core.errors import DeployError, PublishError
@@ -167,15 +168,61 @@ class ArtifactStore:
                 return False
             raise translate(exc, PublishError, f"check s3://{self.bucket}/{key}") from exc
 
-    def find_build(self, app: str, build_key: str) -> ArtifactRef | None:
-        """The artifact already built from this commit + build config, if it is still stored."""
-        pointer = self._get_json(self.build_pointer_key(app, build_key))
-        if not pointer:
+    def find_build(self, app: str, build_key: str, commit: str | None = None) -> ArtifactRef | None:
+        """The artifact already built from this commit + build config, if it is still stored.
+
+        The pointer is proven before it is used: it must name this app's artifact in this store, and the artifact's
+        manifest must name the same app, build key, commit, digest and release (and image). A pointer rewritten to name
+        another commit's artifact is refused as tampering (``artifact-tampered``): nothing is reused or deployed."""
+        key = self.build_pointer_key(app, build_key)
+        where = f"s3://{self.bucket}/{key}"
+        try:
+            pointer = self._get_json(key)
+        except ValueError:
+            raise self._tampered(where, "it is not JSON") from None
+        if pointer is None:
             return None
-        ref = ArtifactRef.model_validate({**pointer, "reused": True})
+        try:
+            if not isinstance(pointer, dict):
+                raise ValueError(pointer)
+            ref = ArtifactRef.model_validate({**pointer, "reused": True})
+        except (ValidationError, ValueError):
+            raise self._tampered(where, "it is not a build pointer") from None
+        problems = self._pointer_problems(app, build_key, commit, ref)
+        if problems:
+            raise self._tampered(where, "; ".join(problems), evidence={"pointer": pointer})
         if not self._exists(ref.key):
             return None
         return ref
+
+    def _pointer_problems(self, app: str, build_key: str, commit: str | None, ref: ArtifactRef) -> list[str]:
+        expected_key = self.manifest_key(app, ref.sha256) if ref.image else self.artifact_key(app, ref.sha256)
+        problems = []
+        if ref.app != app or ref.bucket != self.bucket or ref.key != expected_key or ref.manifest_key != self.manifest_key(app, ref.sha256):
+            problems.append(f"it names {ref.uri} ({ref.app}), not {app}'s artifact {ref.sha256[:12]}… in this store")
+        if commit and ref.commit != commit:
+            problems.append(f"it names commit {ref.commit[:12]}, not {commit[:12]}")
+        try:
+            manifest = self.read_manifest(app, ref.sha256)
+        except (ValidationError, ValueError, TypeError):
+            manifest = None
+        if manifest is None:
+            return problems + [f"the artifact it names has no valid manifest at {self.manifest_key(app, ref.sha256)}"]
+        for field, want, got in (("app", app, manifest.app), ("build key", build_key, manifest.build_key),
+                                 ("commit", ref.commit, manifest.commit), ("digest", ref.sha256, manifest.artifact_sha256),
+                                 ("release", ref.release_id, manifest.release_id),
+                                 ("image", ref.image.pinned if ref.image else None, manifest.image)):
+            if want != got:
+                problems.append(f"the artifact's manifest has {field} {str(got)[:24]}, the pointer says {str(want)[:24]}")
+        return problems
+
+    def _tampered(self, where: str, why: str, evidence: dict | None = None) -> PublishError:
+        return PublishError(
+            f"build pointer {where} does not match the artifact it names: {why}", target=where,
+            hint="nothing was reused or deployed; find out who wrote it, then delete it so the next release tests, builds "
+                 "and publishes this commit again",
+            ref="artifact-tampered", evidence=evidence or {},
+        )
 
     def read_manifest(self, app: str, sha256: str) -> Provenance | None:
         data = self._get_json(self.manifest_key(app, sha256))

@@ -232,7 +232,7 @@ REFERENCES: dict[str, Reference] = _declare(
         "ecr-token-invalid", "registry-credentials-refused", "flag-access-denied",
     )),
     ((DeployError,), (
-        "deploy-failed", "artifact-tampered", "code-sha-mismatch", "concurrent-change", "container-remove-failed",
+        "deploy-failed", "code-sha-mismatch", "concurrent-change", "container-remove-failed",
         "container-start-failed", "drift", "ecs-container-not-found", "engine-unavailable", "function-owned-elsewhere",
         "health-check-failed", "image-not-found", "image-not-pinned", "invalid-function-name", "invalid-health-path",
         "invalid-ports", "invalid-route", "lambda-update-failed", "lambda-update-timeout", "listen-port-in-use",
@@ -240,6 +240,7 @@ REFERENCES: dict[str, Reference] = _declare(
         "proxy-unavailable", "unknown-target-type", "wrong-artifact-type",
     )),
     ((DeployError,), ("environment-locked", "not-a-flag"), BAD_INPUT),
+    ((DeployError, PublishError, RollbackError), ("artifact-tampered",)),  # a stored object or pointer changed outside Slipway
     (_STEP, (
         "aws-unreachable", "canary-not-running", "ecs-cluster-not-found", "ecs-not-stable", "ecs-rollout-failed",
         "ecs-service-not-found", "invalid-traffic-split", "release-not-runnable", "stable-not-running", "strategy-unsupported",

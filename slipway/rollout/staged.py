@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slipway.artifact.store import ArtifactStore
 from slipway.core.errors import DeployError, RollbackError, VerificationFailed
 from slipway.record.ledger import EnvHead, Ledger, LiveRelease
 from slipway.core.models import ArtifactRef, DeployResult, VerifyResult
@@ -63,6 +64,7 @@ class EnvContext:
     run_id: str | None = None
     target_block: str | None = None
     flags: dict | None = None  # feature flags delivered with this deploy: {name: {version, value}} (recorded in the ledger)
+    store: ArtifactStore | None = None  # where releases' manifests are: a rollback target is proven against its own
 
     @property
     def effective_checks(self) -> list[dict]:
@@ -178,6 +180,40 @@ def verify(ctx: EnvContext, artifact: ArtifactRef, version: str, started_seq: in
     raise err
 
 
+def prove_release(ctx: EnvContext, release: LiveRelease) -> None:
+    """Before traffic moves back to a release the ledger recorded: the target's version still runs that release's code
+    (Lambda's CodeSha256, a container's image digest), and the artifact store's manifest for its digest names this
+    app, commit and release. A ledger entry, a version or a manifest changed outside Slipway is refused as tampering,
+    naming what differs; nothing is moved."""
+    problems = []
+    check_identity = getattr(ctx.target, "identity_mismatch", None)
+    mismatch = check_identity(release.version, release) if check_identity else None
+    if mismatch:
+        problems.append(f"{ctx.target.name}: {mismatch}")
+    if ctx.store is not None and release.artifact_sha256:
+        where = ctx.store.manifest_key(ctx.app, release.artifact_sha256)
+        try:
+            manifest = ctx.store.read_manifest(ctx.app, release.artifact_sha256)
+        except (ValueError, TypeError):  # not JSON, or not a manifest
+            manifest = None
+        if manifest is None:
+            problems.append(f"the artifact store has no valid manifest for it ({where})")
+        else:
+            recorded = {"app": ctx.app, "release": release.release_id, "commit": release.commit}
+            found = {"app": manifest.app, "release": manifest.release_id, "commit": manifest.commit}
+            differs = [f"{k} {found[k]!s:.24} (the ledger says {recorded[k]!s:.24})" for k in recorded if recorded[k] and recorded[k] != found[k]]
+            if differs:
+                problems.append(f"its manifest {where} names " + ", ".join(differs))
+    if problems:
+        raise RollbackError(
+            f"refusing to move {ctx.environment} back to {release.release_id} (version {release.version}): " + "; ".join(problems),
+            target=f"{ctx.app}/{ctx.environment}",
+            hint="nothing was moved back; the ledger or the store was changed outside Slipway: find out who, then roll back "
+                 "to another verified release (`slipway history`) or release a fix",
+            ref="artifact-tampered", evidence={"release": release.release_id, "version": release.version, "problems": problems},
+        )
+
+
 @dataclass(frozen=True)
 class RollbackOutcome:
     environment: str
@@ -266,6 +302,7 @@ def roll_back(
             ctx.target.remove()
             message = f"no verified release existed; {ctx.target.name} no longer serves the failed version"
         else:
+            prove_release(ctx, target)  # before any traffic moves back to it
             ctx.target.point(target.version, target, error_cls=RollbackError)
             result = ctx.target.verify(target.checks or [ctx.target.default_check()], target.version)
             if not result.passed:

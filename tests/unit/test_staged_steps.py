@@ -100,3 +100,67 @@ def test_a_run_killed_mid_deploy_is_reconciled_to_the_last_verified_release(env)
 
     assert (outcome.to_release, env.target.serving()) == ("r1-aaaa", "1")
     assert kinds(env)[-1] == "reconciled" and env.head().in_progress is None
+
+
+# ---- a rollback target is proven before traffic moves back to it -----------------------------------------------------
+def _manifest(art, **changes) -> bytes:
+    import json
+
+    from slipway.core.models import Provenance
+
+    fields = dict(app=art.app, release_id=art.release_id, artifact_sha256=art.sha256, artifact_size=1, unzipped_size=1, file_count=1,
+                  commit=art.commit, commit_subject="s", ref="v", repo="r", spec_digest="d", build_key="bk", runtime="python3.11",
+                  handler="app.handler", builder={}, built_at="2026-01-01T00:00:00Z")
+    return json.dumps(Provenance(**{**fields, **changes}).model_dump(mode="json")).encode()
+
+
+@pytest.fixture
+def stored_env():
+    from slipway.artifact.store import ArtifactStore
+
+    s3 = FakeS3()
+    store = ArtifactStore(s3, "bucket")
+    ctx = staged.EnvContext(ledger=Ledger(s3, "bucket"), app="app", environment="dev", target=FakeTarget(), run_id="run-A", store=store)
+    good, deployed, seq = release(ctx, "r1-aaaa")
+    staged.verify(ctx, good, deployed.version, seq)
+    s3.put_object(Bucket="bucket", Key=store.manifest_key("app", good.sha256), Body=_manifest(good))
+    newer, deployed2, seq2 = release(ctx, "r2-bbbb")
+    staged.verify(ctx, newer, deployed2.version, seq2)
+    s3.put_object(Bucket="bucket", Key=store.manifest_key("app", newer.sha256), Body=_manifest(newer))
+    return ctx, s3, store, good
+
+
+def test_a_rollback_to_a_version_now_running_other_code_is_refused_and_nothing_moves(stored_env):
+    ctx, _, _, good = stored_env
+    ctx.target.code["1"] = "f" * 64  # the version the ledger names runs other code now (a function recreated, a forged entry)
+    calls_before = len(ctx.target.calls)
+
+    with pytest.raises(RollbackError) as caught:
+        staged.roll_back(ctx, to_release="r1-aaaa", reason="by hand")
+
+    assert caught.value.ref == "artifact-tampered"
+    assert "refusing to move dev back to r1-aaaa (version 1)" in caught.value.message and "runs code ffffffffffff" in caught.value.message
+    assert ctx.target.serving() == "2" and ctx.target.calls[calls_before:] == []  # nothing moved
+    assert kinds(ctx)[-2:] == ["rollback-started", "rollback-failed"]
+
+
+@pytest.mark.parametrize("change", [{"commit": "e" * 40}, {"app": "other-app"}, {"release_id": "r9-forged"}, "unreadable", "missing"])
+def test_a_rollback_to_a_release_whose_manifest_disagrees_with_the_ledger_is_refused(stored_env, change):
+    ctx, s3, store, good = stored_env
+    key = store.manifest_key("app", good.sha256)
+    if change == "missing":
+        del s3.objects[key]
+    else:
+        s3.put_object(Bucket="bucket", Key=key, Body=b"{not json" if change == "unreadable" else _manifest(good, **change))
+
+    with pytest.raises(RollbackError) as caught:
+        staged.roll_back(ctx, to_release="r1-aaaa")
+
+    assert caught.value.ref == "artifact-tampered" and key in caught.value.message
+    assert ctx.target.serving() == "2"
+
+
+def test_a_rollback_to_a_proven_release_goes_ahead(stored_env):
+    ctx, _, _, _ = stored_env
+    outcome = staged.roll_back(ctx, to_release="r1-aaaa")
+    assert (outcome.to_release, ctx.target.serving()) == ("r1-aaaa", "1")
