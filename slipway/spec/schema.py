@@ -38,6 +38,9 @@ _RESERVED_ENV = {
 }
 
 
+LAMBDA_ENV_LIMIT = 4096  # bytes: all of a function's environment variable names and values together
+
+
 def _env_vars(value: dict[str, str]) -> dict[str, str]:
     for key in value:
         if not _ENV_KEY.fullmatch(key):
@@ -428,6 +431,24 @@ class Spec(_Strict):
 
     def target_type(self, env: "Environment") -> str:
         return env.type or ("lambda" if self.artifact.type == "lambda-zip" else "docker-host")
+
+    @model_validator(mode="after")
+    def lambda_environment_fits(self) -> "Spec":
+        """Lambda refuses a function whose environment variables total over 4 KB (names and values): found here, before
+        anything is built, rather than by the deploy of the first environment."""
+        if self.artifact.type != "lambda-zip":
+            return self
+        for i, env in enumerate(self.environments):
+            merged = {**self.artifact.environment, **env.environment}
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
+            if size > LAMBDA_ENV_LIMIT:
+                largest = sorted(merged, key=lambda k: -len(merged[k].encode()))[:3]
+                raise ValueError(
+                    f"environments[{i}] ({env.name}): environment variables total {size} bytes, over Lambda's 4 KB limit "
+                    f"(largest: {', '.join(largest)}); keep large values in SSM Parameter Store or Secrets Manager and read "
+                    "them at run time"
+                )
+        return self
 
     @model_validator(mode="after")
     def environment_names_are_unique(self) -> "Spec":

@@ -297,3 +297,14 @@ def test_the_app_of_a_spec_that_does_not_validate_is_read_only_from_inside_the_r
     assert declared_app(tmp_path, "zero.yaml") is None
     (tmp_path / "big.yaml").write_text("app: big\n" + "# padding\n" * 40_000)
     assert declared_app(tmp_path, "big.yaml") is None
+
+
+def test_lambda_environment_variables_over_4_kb_in_one_environment_are_refused_naming_the_largest():
+    big = "x" * 3000
+    text = GOOD.replace("  runtime: python3.11", f"  runtime: python3.11\n  environment: {{CONFIG_BLOB: '{big}', SMALL: 'y'}}")
+    assert parse_spec(text)  # 3 KB fits
+    over = text.replace("  - name: prod", f"  - name: prod\n    environment: {{CERT: '{big}'}}")
+    message = error_of(over)
+    assert "\n" not in message
+    assert "environments[2] (prod): environment variables total 6021 bytes, over Lambda's 4 KB limit" in message
+    assert "largest: CONFIG_BLOB, CERT" in message and "Secrets Manager" in message
