@@ -95,6 +95,13 @@ def run_rollback(app: str, environment: str, to: str | None, store_block: str = 
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 
 
+def unlock(app: str, environment: str) -> dict:
+    """`slipway unlock`: free the environment's lock unless a live run holds it (tasks.locks.unlock_environment)."""
+    from tasks.locks import unlock_environment
+
+    return unlock_environment(app, environment)
+
+
 def _store_and_ledger(store_block: str):
     """The artifact store and the ledger, read without Prefect when the block allows it (see _fast_store)."""
     fast = _fast_store(store_block, "s3")

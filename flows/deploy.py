@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.gates import ask
 from flows.links import artifact_key, publish_history_artifact
-from flows.rollback import roll_back_failed_stage
+from flows.rollback import roll_back_failed_stage, rollback_even_without_prefect
 from slipway.core.errors import ApprovalRejected, CanaryFailed
 from slipway.core.models import ArtifactRef
 from slipway.rollout.progressive import bake_schedule
@@ -38,7 +38,7 @@ def deploy_environment(
     ref, action = _with_flags(ref, action)
     if env.approval == "required" and action != "verify-live":
         _approval_gate(ref, artifact, env)  # before the lock: a release waiting for a human blocks nobody
-    with environment_lock(app, environment, lock_wait):
+    with rollback_even_without_prefect(app, environment), environment_lock(app, environment, lock_wait):
         # Decided here, under the lock, not from the plan: a run killed while this one waited (for approval or the
         # lock) leaves an in-progress record only now visible. With nothing in progress this reads the head only.
         d.reconcile_environment(ref)

@@ -6,6 +6,8 @@ on a failed or crashed run (with only ``failed_run_id``); and on demand (``slipw
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import flow, get_run_logger
 
 from flows.events import emit
@@ -13,12 +15,21 @@ from flows.links import publish_history_artifact
 from slipway.core.errors import ApprovalRejected, CanaryFailed, ReleaseFailed, SlipwayError
 from slipway.record.ledger import EnvHead
 from slipway.rollout.staged import EnvRef
-from tasks.deploy_tasks import roll_back_environment
+from tasks.deploy_tasks import roll_back_environment, roll_back_without_prefect
 from tasks.locks import environment_lock
 from tasks.wiring import open_store
 
 
-@flow(name="rollback", log_prints=False)
+def _rollback_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    if params.get("app") and params.get("environment"):
+        return f"rollback {params['app']}/{params['environment']}"
+    return f"rollback after run {str(params.get('failed_run_id') or '?').removeprefix('prefect.flow-run.')[:8]}"
+
+
+@flow(name="rollback", flow_run_name=_rollback_run_name, log_prints=False)
 def rollback(
     app: str = "", environment: str = "", to: str | None = None, reason: str = "", automatic: bool = False,
     store_block: str = "default", failed_run_id: str | None = None, lock_wait: float = 600, cause: dict | None = None,
@@ -90,6 +101,36 @@ def _cause_of(exc: BaseException | None) -> dict | None:
     verdict = exc.evidence.get("verdict") or {}
     return {"ref": exc.ref, "percent": exc.evidence.get("percent"), "verdict": verdict.get("verdict"),
             "reason": verdict.get("reason"), "alarms": exc.evidence.get("alarms")}
+
+
+@contextlib.contextmanager
+def rollback_even_without_prefect(app: str, environment: str):
+    """Around an environment's deploy: when it fails and the Prefect API is unreachable (the server died), the rollback
+    that the state hooks would start as a subflow cannot start; roll back here, from the ledger and the target, before
+    the failure propagates. With the API up, nothing happens here and the hooks do it as usual."""
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, Exception) and not prefect_reachable():
+            reason = exc.message if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):  # recorded as rollback-failed in the ledger; the failure goes on up
+                roll_back_without_prefect(app, environment, None, reason, _cause_of(exc))
+        raise
+
+
+def prefect_reachable(timeout: float = 3.0) -> bool:
+    """Does the Prefect API answer its health check now (one request, no retries)?"""
+    import httpx
+
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return True  # an ephemeral in-process API: it lives as long as this process
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def roll_back_failed_stage(flow, flow_run, state) -> None:

@@ -19,7 +19,9 @@ from slipway.record.ledger import EnvHead, deployed_flags
 from slipway.rollout import staged
 from slipway.rollout.staged import EnvRef, RollbackOutcome
 from slipway.spec.schema import Spec
-from tasks.wiring import TRANSIENT_RETRIES, alarm_client, env_context, lambda_account_clients, location_for, open_store, store_client
+from tasks.wiring import (
+    TRANSIENT_RETRIES, alarm_client, env_context, known_context, lambda_account_clients, location_for, open_store, store_client,
+)
 
 
 
@@ -97,7 +99,11 @@ def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> 
 
 # ---- one environment's deploy ----------------------------------------------------------------------------------------
 def reconcile_environment(ref: EnvRef) -> str | None:
+    """Under the lock: finish what a dead run left in progress (back to the verified release), and tell Prefect that run
+    is dead. It held this lock while it worked, and the lock is ours now, so a run Prefect still shows as running was
+    killed where no worker saw it (a CLI process, a server that restarted): it is marked Crashed."""
     ctx = env_context(ref)
+    stale = ctx.head().in_progress
     try:
         outcome = staged.reconcile(ctx)
     except RollbackError as exc:  # the deploy that follows replaces what is there; it must not be blocked
@@ -105,7 +111,36 @@ def reconcile_environment(ref: EnvRef) -> str | None:
         return None
     if outcome:
         get_run_logger().warning("reconciled %s: %s", ctx.environment, outcome.message)
+    if stale is not None and stale.run_id and stale.run_id != ctx.run_id:
+        mark_crashed(stale.run_id, f"found dead by {ctx.run_id or 'another run'}, which reconciled {ctx.app}/{ctx.environment}")
     return outcome.message if outcome else None
+
+
+def mark_crashed(run_id: str, why: str) -> list[str]:
+    """Mark a dead run (and the release run above it) Crashed if Prefect still shows it running; best effort."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    marked = []
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+            if run.state is None or run.state.is_final() or run.state.is_paused():
+                return []  # it ended (and said so), or waits for a human: not ours to mark
+            family = [run]
+            if run.parent_task_run_id:  # the release run whose subflow this was (its process died with it)
+                family.append(client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id))
+            for candidate in family:
+                if candidate.state is not None and not candidate.state.is_final() and not candidate.state.is_paused():
+                    client.set_flow_run_state(candidate.id, Crashed(message=f"Slipway: {why}"), force=True)
+                    marked.append(str(candidate.id))
+    except Exception as exc:  # noqa: BLE001 - the ledger is reconciled either way; only Prefect's view lags
+        get_run_logger().warning("could not mark run %s Crashed in Prefect: %s", run_id, exc)
+    if marked:
+        get_run_logger().warning("marked %s Crashed: %s", ", ".join(marked), why)
+    return marked
 
 
 @task(name="prepare-version", **TRANSIENT_RETRIES)
@@ -165,3 +200,20 @@ def check_environment(ref: EnvRef, heal: bool = False) -> dict:
     log = get_run_logger().info if result["status"] in ("ok", "empty", "in-progress") else get_run_logger().warning
     log("%s/%s: %s: %s", ctx.app, ctx.environment, result["status"], result["detail"])
     return result
+
+
+def roll_back_without_prefect(app: str, environment: str, failed_run_id: str | None, reason: str,
+                              cause: dict | None = None) -> RollbackOutcome | None:
+    """The Prefect API is gone (its server died mid-deploy): roll back what this run left in progress with the ledger and
+    the target this process already holds, without the lock (no run can take it while the server is down; the
+    ledger's conditional writes still serialise). Plain code, no task: there is no API to report a task to."""
+    import logging
+
+    ctx = known_context(app, environment)
+    if ctx is None:
+        return None  # this process never touched the environment
+    outcome = staged.roll_back(ctx, only_if_in_progress=True, only_if_run_id=failed_run_id or ctx.run_id, cause=cause,
+                               reason=f"{reason} (the Prefect API was unreachable: rolled back from the ledger and the target)")
+    if outcome:
+        logging.getLogger("slipway").warning("rolled back %s/%s without the Prefect API: %s", app, environment, outcome.message)
+    return outcome

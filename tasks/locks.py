@@ -142,3 +142,68 @@ def _paused_here(app: str, env: str) -> bool:
             ), limit=1))
     except Exception:  # noqa: BLE001 - only improves a hint
         return False
+
+
+# ---- a guarded manual release: `slipway unlock APP ENV` ---------------------------------------------------------------
+def unlock_environment(app: str, env: str) -> dict:
+    """Free the lock of APP/ENV when no live holder has it: its holder's runs all ended, or the server no longer knows
+    the holder's lease (a server restarted with leases in memory forgets them, and the slot then stays taken for good).
+    Refused while the holder's lease is alive or a run of APP/ENV is still running: the lock is then doing its job.
+    The ledger's in-progress record, if any, is reconciled by the next release or rollback under the lock."""
+    import httpx
+
+    from prefect.variables import Variable
+
+    name = lock_name(app, env)
+    with get_client(sync_client=True) as client:
+        try:
+            held = client.read_global_concurrency_limit_by_name(name).active_slots
+        except ObjectNotFound:
+            held = 0
+        if not held:
+            return {"lock": name, "released": False, "detail": f"{app}/{env} is not locked"}
+        holder = Variable.get(_holder_variable(name), default=None)
+        lease = holder.get("lease") if isinstance(holder, dict) else None
+        alive = False
+        if lease:
+            try:
+                client.renew_concurrency_lease(UUID(lease), LEASE_SECONDS)  # 410 Gone: the server does not know it
+                alive = True
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code not in (404, 410):
+                    raise
+        running = _running_runs(client, app, env)
+        if alive and running:
+            raise DeployError(
+                f"{app}/{env} is locked by a live run ({', '.join(running)})",
+                hint="it is released when that run ends, or within 60 s if its process died; cancel the run in the Prefect UI "
+                     "to stop it", ref="environment-locked",
+            )
+        if alive:  # the lease lives on but every run of the holder ended: give the lease back (as the next run would)
+            release_concurrency_slots_with_lease(UUID(lease))
+            how = "released the lease of a holder whose runs ended"
+        elif running:
+            raise DeployError(
+                f"{app}/{env} is locked and a run of it is still running ({', '.join(running)}), although its lease is unknown",
+                hint="if that run's process is gone, cancel or mark it crashed in the Prefect UI, then unlock again",
+                ref="environment-locked",
+            )
+        else:
+            client.release_concurrency_slots(names=[name], slots=held, occupancy_seconds=0)
+            how = "freed a slot whose lease the server no longer knows" if lease else "freed a slot held with no recorded holder"
+        with contextlib.suppress(Exception):
+            Variable.unset(_holder_variable(name))
+    return {"lock": name, "released": True, "detail": f"{app}/{env}: {how}; the next release or rollback reconciles what was in "
+                                                      "progress (`slipway history` shows it)"}
+
+
+def _running_runs(client, app: str, env: str) -> list[str]:
+    """Runs of this environment's deploy or rollback that Prefect still shows as running."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        name=FlowRunFilterName(any_=[f"deploy {app}/{env}", f"rollback {app}/{env}"]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING, StateType.PAUSED])),
+    ), limit=5)
+    return [f"flow run {r.id} {r.state.name if r.state else '?'}" for r in runs]

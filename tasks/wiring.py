@@ -238,7 +238,18 @@ def env_context(ref: EnvRef, read_timeout: float = 60) -> EnvContext:
         return EnvContext(ledger=ledger, app=ref.app, environment=ref.environment, target=target, checks=list(ref.checks),
                           run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=ref.flags, store=store)
 
-    return _CONTEXTS.get((ref.cache_key(), read_timeout), make)
+    ctx = _CONTEXTS.get((ref.cache_key(), read_timeout), make)
+    _KNOWN[(ref.app, ref.environment)] = ctx
+    return ctx
+
+
+_KNOWN: dict[tuple[str, str], EnvContext] = {}  # the last context of each environment this process worked on
+
+
+def known_context(app: str, environment: str) -> EnvContext | None:
+    """The ledger and target this process last used for APP/ENV: what a rollback can still use when the Prefect API
+    (blocks, runs) is gone."""
+    return _KNOWN.get((app, environment))
 
 
 def alarm_client(ref: EnvRef):

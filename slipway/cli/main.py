@@ -156,6 +156,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    out = _runner(args).unlock(args.app, args.env)
+    print(out["detail"])
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     runner = _runner(args)
     entries, heads = runner.read_history(args.app, args.env)
@@ -283,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reason", default="", help="recorded in the ledger")
     ap.add_argument("--approver", default=None, help="recorded in the ledger (default: user@host)")
     ap.set_defaults(func=cmd_approve)
+
+    ul = sub.add_parser("unlock", help="free ENV's lock when no live run holds it (a holder killed, a server that lost its leases)")
+    ul.add_argument("app")
+    ul.add_argument("env")
+    ul.set_defaults(func=cmd_unlock)
 
     hist = sub.add_parser("history", help="the ledger, newest first")
     hist.add_argument("app")

@@ -128,6 +128,9 @@ def _prefect_env(port: int, home: Path) -> dict[str, str]:
         PREFECT_SERVER_API_PORT=str(port),
         PREFECT_UI_API_URL=f"http://{HOST}:{port}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # the environment locks' leases on disk, under PREFECT_HOME: a restarted server still knows them and expires a
+        # dead holder's (in memory, the default, a lock held when the server stopped would never be released)
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect.server.concurrency.lease_storage.filesystem",
         DO_NOT_TRACK="1",
         PREFECT_LOGGING_LEVEL="WARNING",
     )

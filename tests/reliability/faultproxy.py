@@ -11,6 +11,8 @@ that request with the fault instead of forwarding it. Faults are what AWS or the
 - ``timeout``: the request **is** forwarded (its side effect happens), then the answer is held past the client's read
   timeout and the connection dropped: the client cannot know whether the call took effect
 - ``kill``: the flow process (``kill_pid``) is SIGKILLed when the request arrives, and the request is dropped
+- ``call``: the rule's ``action`` runs when the request arrives (another process killed at that moment), then the
+  request is forwarded
 
 Nothing here knows Slipway: it is an HTTP proxy with rules. Requests that match no rule are forwarded unchanged.
 """
@@ -23,6 +25,7 @@ import re
 import signal
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -39,10 +42,11 @@ LAMBDA_OPS = {  # (method, path regex) → operation
 class Rule:
     operation: str  # a LAMBDA_OPS name, "S3Put" (a PUT whose path contains ``path_contains``), "GET" (plain HTTP) or any other AWS
     #                 operation name (CloudWatch's GetMetricStatistics…: matched by protocol, see ``_operation``)
-    fault: str  # throttle | 5xx | denied | reset | timeout | kill
+    fault: str  # throttle | 5xx | denied | reset | timeout | kill | call
     times: int = 1  # how many matching requests get the fault (-1: all)
     skip: int = 0  # let this many matching requests through first
     path_contains: str = ""
+    action: Callable[[], None] | None = None  # fault "call": run this when the request arrives, then forward it
     hits: int = 0
     injected: int = 0
 
@@ -109,6 +113,9 @@ class FaultProxy:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
                 fault = proxy._fault_for(self.command, self.path, self.headers, body)
+                if fault is not None and fault.fault == "call":
+                    fault.action()  # e.g. kill the Prefect server just as this call lands
+                    fault = None
                 if fault is not None and fault.fault != "timeout":
                     return self._inject(fault, self.headers.get("Content-Type", ""))
                 up = urlsplit(proxy.upstream)

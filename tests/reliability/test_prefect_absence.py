@@ -1,0 +1,175 @@
+"""The Prefect server dies mid-deploy, and comes back: the ledger and the target are the truth.
+
+A Prefect server of the test's own (the embedded stack's settings: SQLite, leases on disk) serves a release running
+in its own process; a proxy in front of the local AWS SIGKILLs that server the moment the release shifts the alias to
+the new version. The release can no longer start its rollback subflow, so it rolls back from the ledger and the
+target it holds; the environment is back on the verified release. The server is started again on the same port and
+home: the next release goes through without a manual step (the dead holder's lock lease, kept on disk, expires), and
+the run that held the environment is reconciled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from faultproxy import FaultProxy, Rule
+
+
+class OwnServer:
+    """A Prefect server process started (and restarted) on one port and home, as `slipway local up` starts its own."""
+
+    def __init__(self, home: Path) -> None:
+        from slipway.local import stack
+
+        self.home, self.port = home, stack.free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from slipway.local import stack
+
+        self.proc = subprocess.Popen(stack._prefect_command(self.port, self.home), env=stack._prefect_env(self.port, self.home),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(self.url + "/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("the test's Prefect server did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    server = OwnServer(tmp_path / "server-home")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _release(repo, tag: str, server: OwnServer) -> subprocess.CompletedProcess:
+    from conftest import ROOT
+
+    code = ("from flows.release import release; "
+            f"release(repo_url={repo.url!r}, ref={tag!r}, only=['dev'], store_block='absent', lock_wait=240)")
+    env = {**os.environ, "PREFECT_API_URL": server.url}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+
+
+def test_the_prefect_server_killed_mid_deploy_then_restarted_leaves_no_stranded_environment(prefect_api, app_repo, own_server):
+    import boto3
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_aws import AwsCredentials
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    from blocks import ArtifactStoreBlock, LambdaTargetBlock
+    from slipway.record.ledger import Ledger
+
+    proxy = FaultProxy(upstream=prefect_api["env"]["AWS_ENDPOINT_URL"])
+    creds = AwsCredentials(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1",
+                           aws_client_parameters=AwsClientParameters(endpoint_url=proxy.start()))
+    with temporary_settings(updates={PREFECT_API_URL: own_server.url}):
+        ArtifactStoreBlock(bucket=prefect_api["bucket"], prefix="slipway", credentials=creds).save("absent", overwrite=True)
+        LambdaTargetBlock(credentials=creds, role_arn=prefect_api["role_arn"]).save("absent", overwrite=True)
+    repo = app_repo()
+    spec = (repo.path / "slipway.yaml").read_text()
+    repo.write("slipway.yaml", spec[: spec.index("environments:")] + "environments:\n  - name: dev\n    target: absent\n")
+    repo.commit("dev on the test's own server", tag="c1")
+    session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    endpoint = prefect_api["env"]["AWS_ENDPOINT_URL"]
+    lam = session.client("lambda", endpoint_url=endpoint)
+    ledger = Ledger(session.client("s3", endpoint_url=endpoint), prefect_api["bucket"], "slipway")
+    try:
+        first = _release(repo, "c1", own_server)
+        assert first.returncode == 0, first.stderr[-2000:]
+        verified = ledger.head(repo.app, "dev").live
+
+        repo.write("src/app.py", (repo.path / "src" / "app.py").read_text() + "\n# c2\n").commit("c2", tag="c2")
+        proxy.rules.append(Rule("UpdateAlias", "call", action=own_server.kill))
+        killed = _release(repo, "c2", own_server)
+
+        assert killed.returncode != 0
+        head = ledger.head(repo.app, "dev")
+        assert head.in_progress is None, head.in_progress  # not stranded: rolled back without Prefect
+        assert head.live.release_id == verified.release_id
+        assert lam.get_alias(FunctionName=f"{repo.app}-dev", Name="live")["FunctionVersion"] == verified.version
+        last = ledger.entries(repo.app, "dev")[-1]
+        assert last.kind == "rolled-back" and "the Prefect API was unreachable" in last.message
+
+        own_server.start()  # the same port and home: its lock lease of the killed run is still on disk
+        started = time.monotonic()
+        again = _release(repo, "c2", own_server)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert time.monotonic() - started < 200  # at most the lease (60 s) plus the server's expiry pass and the release
+        assert ledger.head(repo.app, "dev").live.commit != verified.commit
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("api", ["unreachable", "up"])
+def test_a_failing_deploy_rolls_itself_back_only_when_the_prefect_api_is_unreachable(monkeypatch, api):
+    """The mechanism on its own: with the API up the state hooks' rollback subflow does it (nothing happens here)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from fakes import FakeS3, FakeTarget, artifact
+    from flows.rollback import rollback_even_without_prefect
+    from slipway.core.errors import VerificationFailed
+    from slipway.record.ledger import Ledger
+    from slipway.rollout import staged
+    from tasks import wiring
+
+    ctx = staged.EnvContext(ledger=Ledger(FakeS3(), "bucket"), app="app", environment="dev", target=FakeTarget(), run_id="run-A")
+    good = artifact("r1-aaaa")
+    deployed = staged.publish(ctx, good)
+    staged.verify(ctx, good, deployed.version, staged.shift_traffic(ctx, good, deployed))
+    newer = artifact("r2-bbbb")
+    staged.shift_traffic(ctx, newer, staged.publish(ctx, newer))  # in progress when the deploy fails
+    monkeypatch.setitem(wiring._KNOWN, ("app", "dev"), ctx)
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    if api == "unreachable":
+        server.shutdown()
+        server.server_close()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+            with pytest.raises(VerificationFailed), rollback_even_without_prefect("app", "dev"):
+                raise VerificationFailed("smoke check 'health' failed in dev", target="app/dev")
+    finally:
+        if api == "up":
+            server.shutdown()
+            server.server_close()
+    if api == "up":
+        assert ctx.target.serving() == "2" and ctx.head().in_progress is not None  # left for the hooks
+    else:
+        assert ctx.target.serving() == "1" and ctx.head().in_progress is None
+        assert "the Prefect API was unreachable" in ctx.ledger.entries("app", "dev")[-1].message
