@@ -168,6 +168,7 @@ def stage_result(spec: Spec, artifact: ArtifactRef, env_name: str, state, progre
         env_name, head, recorded, artifact.release_id, completed=state.is_completed(),
         stage=exc.stage if isinstance(exc, SlipwayError) else "deploy",
         reason=exc.message if isinstance(exc, SlipwayError) else (state.message or "failed"),
+        serving=None if state.is_completed() else d.serving_now(spec.app, env_name),  # the target's word, not only the ledger's
     )
     failed = StageFailure(env_name, exc, recorded, outcome, line) if line else None
     return outcome, failed, decide.canary_judgements(recorded)

@@ -127,8 +127,8 @@ def prefect_reachable(timeout: float = 3.0) -> bool:
     url = PREFECT_API_URL.value()
     if not url:
         return True  # an ephemeral in-process API: it lives as long as this process
-    try:
-        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    try:  # any answer below 500 (a 401 from a server with authentication among them) is a server that is there
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code < 500
     except httpx.HTTPError:
         return False
 

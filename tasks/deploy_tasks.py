@@ -217,3 +217,12 @@ def roll_back_without_prefect(app: str, environment: str, failed_run_id: str | N
     if outcome:
         logging.getLogger("slipway").warning("rolled back %s/%s without the Prefect API: %s", app, environment, outcome.message)
     return outcome
+
+
+def serving_now(app: str, environment: str) -> str | None:
+    """What the environment's target serves now, read from the target this process deployed with (None: unknown)."""
+    ctx = known_context(app, environment)
+    try:
+        return ctx.target.serving() if ctx is not None else None
+    except Exception:  # noqa: BLE001 - a report detail; the ledger's word stands
+        return None

@@ -59,14 +59,21 @@ def _live_text(head: EnvHead) -> str:
 
 def stage_outcome(
     environment: str, head: EnvHead, recorded: list[dict], release_id: str, *, completed: bool, stage: str = "deploy",
-    reason: str = "failed",
+    reason: str = "failed", serving: str | None = None,
 ) -> tuple[StageOutcome, str | None]:
     """The outcome of one environment's stage and, when it failed, the line that says so.
 
     ``head``: the environment's ledger head after the stage; ``recorded``: what the stage wrote to the ledger;
-    ``completed``: the stage's run ended Completed; ``stage``/``reason``: where and why it failed otherwise."""
+    ``completed``: the stage's run ended Completed; ``stage``/``reason``: where and why it failed otherwise;
+    ``serving``: what the target serves now, read from it (None: not read). A failed stage whose target serves
+    something other than the ledger's live version says so, whatever the ledger says."""
     if completed:
         return outcome_from_head(environment, head, release_id, "live", "verified"), None
+    if serving is not None and head.in_progress is None and serving != (head.live.version if head.live else None):
+        back = (f"ROLLBACK DID NOT COMPLETE: the target serves version {serving}, the ledger says {_live_text(head)} "
+                "(`slipway history`, then `slipway rollback`)")
+        return (outcome_from_head(environment, head, release_id, "rollback-failed", back),
+                f"release {release_id} failed at {stage}: {reason}; {environment} {back}")
     if not environment_touched(recorded):  # failed before any deploy or rollback was recorded (a rejected approval, a held lock)
         back = f"unchanged (still serving {_live_text(head)})"
         outcome = outcome_from_head(environment, head, release_id, "failed", back)

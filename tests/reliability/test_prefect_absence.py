@@ -11,46 +11,14 @@ the run that held the environment is reconciled.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from faultproxy import FaultProxy, Rule
-
-
-class OwnServer:
-    """A Prefect server process started (and restarted) on one port and home, as `slipway local up` starts its own."""
-
-    def __init__(self, home: Path) -> None:
-        from slipway.local import stack
-
-        self.home, self.port = home, stack.free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        from slipway.local import stack
-
-        self.proc = subprocess.Popen(stack._prefect_command(self.port, self.home), env=stack._prefect_env(self.port, self.home),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(self.url + "/health", timeout=2).status == 200:
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("the test's Prefect server did not start")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+from own_server import OwnServer
 
 
 @pytest.fixture
