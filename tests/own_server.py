@@ -25,6 +25,7 @@ class OwnServer:
     def start(self) -> None:
         from slipway.local import stack
 
+        (stack.stack_dir(self.home) / "prefect").mkdir(parents=True, exist_ok=True)  # as `local up` makes it
         self.proc = subprocess.Popen(stack._prefect_command(self.port, self.home), env={**stack._prefect_env(self.port, self.home), **self.env},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 90
