@@ -90,11 +90,33 @@ def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> 
                 checks.append(preflight_account.check_lambda_target(lam, iam, env_name, location_for(spec, env_name)["function"], block.role_arn))
         if env.alarms:
             checks.append(preflight_account.check_alarms(alarm_client(ref), env_name, env.alarms))
+        checks += _secrets_check(spec, env_name, store_block)
     logger = get_run_logger()
     for check in checks:
         (logger.info if check.passed else logger.error)("preflight %s: %s: %s", check.name, "ok" if check.passed else "FAILED", check.detail)
     preflight.raise_for_failures(checks, hint="nothing was deployed; fix the environment's credentials, role or alarms and release again")
     return [c.to_dict() for c in checks]
+
+
+def _secrets_check(spec: Spec, env_name: str, store_block: str) -> list:
+    """The environment's secret references can be read (the values are read and dropped, never logged)."""
+    from slipway.artifact.preflight import PreflightCheck
+    from slipway.core.errors import CredentialsError
+    from tasks.secrets import resolved_environment, secret_names
+    from tasks.wiring import _container_env, resolve_target_block, target_kind
+
+    values = _container_env(spec, env_name, {})
+    names = secret_names(values)
+    if not names:
+        return []
+    env = spec.environment(env_name)
+    _, block = resolve_target_block(env_name, env.target, target_kind(spec.target_type(env))[0])
+    try:
+        resolved_environment(values, env_name, credentials=getattr(block, "credentials", None), region=getattr(block, "region", None),
+                             store_block=store_block)
+    except CredentialsError as exc:
+        return [PreflightCheck(f"{env_name}: secrets readable", False, exc.message, ref="secret-unreadable")]
+    return [PreflightCheck(f"{env_name}: secrets readable", True, f"{len(names)} secret reference(s) read: {', '.join(names)}")]
 
 
 # ---- one environment's deploy ----------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from slipway.core.aws import is_transient
 from slipway.core.errors import CredentialsError, DeployError
 from slipway.record.ledger import Ledger
 from slipway.rollout.staged import EnvContext, EnvRef
-from slipway.spec.schema import Spec
+from slipway.spec.schema import SecretRef, Spec
+from tasks.secrets import resolved_environment
 from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, check_function_name
 from slipway.targets.docker_host import DockerHostTarget, allocate_listen_port, proxy_for, route_name
 from slipway.targets.ecs import EcsSettings, EcsTarget
@@ -129,10 +130,12 @@ def docker_client(engine_url: str | None = None):
         ) from exc
 
 
-def _container_env(spec: Spec | None, env_name: str, location: dict, extra_env: dict | None = None) -> dict[str, str]:
+def _container_env(spec: Spec | None, env_name: str, location: dict, extra_env: dict | None = None) -> dict[str, Any]:
+    """The spec's environment values as recorded: strings, and secret references as ``{"secret": ...}`` (unread)."""
     if spec is None:
         return dict(location.get("environment") or {})  # a rollback without the spec: what was recorded
-    return {**spec.artifact.environment, **spec.environment(env_name).environment, **(extra_env or {})}
+    merged = {**spec.artifact.environment, **spec.environment(env_name).environment, **(extra_env or {})}
+    return {k: (v.model_dump() if isinstance(v, SecretRef) else v) for k, v in merged.items()}
 
 
 def _lambda_target(ref: EnvRef, block, read_timeout: float, extra_env: dict):
@@ -143,7 +146,8 @@ def _lambda_target(ref: EnvRef, block, read_timeout: float, extra_env: dict):
         function_name=ref.location["function"], alias=ref.location.get("alias") or "live", role_arn=block.role_arn,
         handler=art.handler if art else "", runtime=art.runtime if art else "",
         timeout=art.timeout if art else 30, memory=art.memory if art else 256,
-        environment={**art.environment, **env.environment, **extra_env} if art else {},
+        environment=resolved_environment({**_container_env(ref.spec, ref.environment, {}), **extra_env}, ref.environment,
+                                         credentials=block.credentials, region=block.region, store_block=ref.store_block) if art else {},
     )
     return LambdaTarget(lam, settings, cw=cw, metrics_period_s=block.metrics_period_s, metrics_delay_s=block.metrics_delay_s)
 
@@ -160,7 +164,9 @@ def _docker_host_target(ref: EnvRef, block, read_timeout: float, extra_env: dict
         docker_client(block.engine_url), proxy_for(block.proxy_root, block.nginx_binary), app=ref.app, env=ref.environment,
         listen_port=int(loc["listen_port"]), container_ports=parse_port_range(block.container_ports),
         health_path=loc.get("health_path") or "/health", health_timeout=block.health_timeout,
-        port_env=loc.get("port_env") or "PORT", environment=_container_env(ref.spec, ref.environment, loc, extra_env),
+        port_env=loc.get("port_env") or "PORT", recorded_environment=_container_env(ref.spec, ref.environment, loc, extra_env),
+        environment=resolved_environment(_container_env(ref.spec, ref.environment, loc, extra_env), ref.environment,
+                                         store_block=ref.store_block),
     )
 
 
@@ -179,7 +185,9 @@ def _ecs_target(ref: EnvRef, block, read_timeout: float, extra_env: dict):
     settings = EcsSettings(cluster=loc["cluster"], service=loc["service"], container_name=loc["container"])
     return EcsTarget(
         ecs, settings, endpoint=loc.get("endpoint"), health_path=loc.get("health_path") or "/health",
-        wait_timeout=block.wait_timeout, environment=_container_env(ref.spec, ref.environment, loc, extra_env),
+        wait_timeout=block.wait_timeout,
+        environment=resolved_environment(_container_env(ref.spec, ref.environment, loc, extra_env), ref.environment,
+                                         credentials=block.credentials, region=block.region, store_block=ref.store_block),
     )
 
 

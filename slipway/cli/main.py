@@ -354,8 +354,29 @@ def main(argv: Sequence[str] | None = None, runner: Callable[[], Any] | None = N
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line unless debugging
         if os.environ.get("SLIPWAY_DEBUG"):
             raise
+        api_problem = prefect_api_problem(exc)
+        if api_problem:
+            print(f"error: {api_problem}", file=sys.stderr)
+            return BAD_INPUT
         print(f"error: unexpected {type(exc).__name__}: {exc} (set SLIPWAY_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def prefect_api_problem(exc: BaseException) -> str | None:
+    """The Prefect API cannot be used as configured: refused (authentication) or not there (a stale PREFECT_API_URL)."""
+    url = os.environ.get("PREFECT_API_URL") or "the configured PREFECT_API_URL"
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            return (f"the Prefect API at {url} refused the request ({status}): set PREFECT_API_AUTH_STRING=user:password for a "
+                    "server with authentication (PREFECT_API_KEY for Prefect Cloud)")
+        if type(exc).__name__ in ("ConnectError", "ConnectTimeout") or "Failed to reach API" in str(exc):
+            return (f"no Prefect API answers at {url}: start it (`slipway local up`, then export what `slipway local status` "
+                    "prints) or point PREFECT_API_URL at your server")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -222,6 +222,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((ArtifactTooLarge,), ("artifact-too-large",)),
     ((BuildError, PublishError, DeployError), ("docker-unreachable",)),
     ((PreflightFailed,), ("preflight-failed", "role-missing")),
+    ((CredentialsError, PreflightFailed), ("secret-unreadable",)),  # a secret reference in slipway.yaml cannot be read
     ((PublishError,), (
         "publish-failed", "artifact-digest-mismatch", "bucket-missing", "image-missing", "invalid-image-name", "push-failed",
         "record-exists", "registry-error", "registry-unreachable", "tag-exists-with-other-digest", "tag-moved-during-push",

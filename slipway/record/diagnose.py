@@ -279,8 +279,8 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         evidence += [f"preflight {c['name']}: {c['detail']}" for c in failed] or [message]
         if ref in ("aws-unreachable", "alarms-unavailable"):
             return "network-or-aws", [f"preflight check {check!r} could not reach AWS ({ref})"], check, evidence
-        if ref in ("credentials-refused", "credentials-missing", "credentials-invalid", "region-missing", "role-missing", "alarm-missing") \
-                or (check or "").endswith((": credentials usable", ": target", ": alarms")):
+        if ref in ("credentials-refused", "credentials-missing", "credentials-invalid", "region-missing", "role-missing", "alarm-missing",
+                   "secret-unreadable") or (check or "").endswith((": credentials usable", ": target", ": alarms", ": secrets readable")):
             return "configuration", [
                 f"preflight check {check!r} found the environment's account unusable as configured ({ref}), before any deploy",
             ], check, evidence
@@ -368,7 +368,8 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
             "the worker cannot run the repository's code in a sandbox (bubblewrap missing, or no user namespaces); "
             "nothing of the repository ran",
         ], ref, evidence
-    if stage == "credentials" or code in PERMISSION_CODES or ref in ("credentials-refused", "credentials-missing", "region-missing", "block-missing"):
+    if stage == "credentials" or code in PERMISSION_CODES or ref in ("credentials-refused", "credentials-missing", "region-missing", "block-missing",
+                                                                     "secret-unreadable"):
         evidence.append(message)
         return "configuration", [
             "AWS refused the call or no usable credentials were configured: the role, the credentials block or the IAM policy",

@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator,
+)
 
 from slipway.core.errors import SpecError
 
@@ -50,7 +52,47 @@ def _env_vars(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-EnvVars = Annotated[dict[str, str], AfterValidator(_env_vars)]
+class SecretRef(_Strict):
+    """An environment value kept out of slipway.yaml, read when an environment is deployed and never logged or recorded:
+    ``prefect:NAME`` (a Prefect Secret block), ``ssm:/path`` (an SSM parameter, SecureString decrypted) or
+    ``secretsmanager:NAME-OR-ARN`` (a Secrets Manager secret's string). SSM and Secrets Manager are read in the
+    environment's own AWS account (its target block's credentials; the artifact store's for a Docker host)."""
+
+    secret: str = Field(pattern=r"^(prefect:[a-z0-9][a-z0-9-]{0,99}|ssm:/[A-Za-z0-9_.\-/]{1,1010}|secretsmanager:[A-Za-z0-9/_+=.@:\-]{1,2048})$",
+                        description="prefect:NAME | ssm:/path | secretsmanager:NAME-OR-ARN")
+
+    @property
+    def kind(self) -> str:
+        return self.secret.split(":", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.secret.split(":", 1)[1]
+
+
+_SECRET_FORMS = "{secret: prefect:NAME}, {secret: ssm:/path} or {secret: secretsmanager:NAME}"
+
+
+def _env_value(value: Any) -> "str | SecretRef":
+    if isinstance(value, (str, SecretRef)):
+        return value
+    if isinstance(value, dict) and set(value) == {"secret"} and isinstance(value["secret"], str):
+        try:
+            return SecretRef(secret=value["secret"])
+        except ValidationError:
+            raise ValueError(f"{value['secret']!r} is not a secret reference; write {_SECRET_FORMS}") from None
+    if isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} must be a string: quote it")
+    raise ValueError(f"must be a string or a secret reference ({_SECRET_FORMS}), not {type(value).__name__}")
+
+
+EnvValue = Annotated[Any, PlainValidator(_env_value, json_schema_input_type=str | dict[str, str])]
+EnvVars = Annotated[dict[str, EnvValue], AfterValidator(_env_vars)]
+
+
+def env_size(value: EnvValue) -> int:
+    """Bytes a value takes in Lambda's 4 KB (a reference: its own length, the secret is not known before the deploy)."""
+    return len((value if isinstance(value, str) else value.secret).encode())
 
 
 def _relative_path(value: str, field: str) -> str:
@@ -440,9 +482,9 @@ class Spec(_Strict):
             return self
         for i, env in enumerate(self.environments):
             merged = {**self.artifact.environment, **env.environment}
-            size = sum(len(k.encode()) + len(v.encode()) for k, v in merged.items())
+            size = sum(len(k.encode()) + env_size(v) for k, v in merged.items())
             if size > LAMBDA_ENV_LIMIT:
-                largest = sorted(merged, key=lambda k: -len(merged[k].encode()))[:3]
+                largest = sorted(merged, key=lambda k: -env_size(merged[k]))[:3]
                 raise ValueError(
                     f"environments[{i}] ({env.name}): environment variables total {size} bytes, over Lambda's 4 KB limit "
                     f"(largest: {', '.join(largest)}); keep large values in SSM Parameter Store or Secrets Manager and read "

@@ -83,7 +83,7 @@ class DockerHostTarget:
         self, client, proxy: NginxProxy, *, app: str, env: str, listen_port: int, container_ports: tuple[int, int],
         health_path: str = "/health", health_timeout: float = 60, port_env: str = "PORT",
         environment: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = time.sleep, recorded_environment: dict | None = None,
     ) -> None:
         self.client = client
         self.proxy = proxy
@@ -95,6 +95,8 @@ class DockerHostTarget:
         self.health_timeout = health_timeout
         self.port_env = port_env
         self.environment = dict(environment or {})
+        # what the ledger records: the spec's values, secret references unresolved (``environment`` holds them read)
+        self.recorded_environment = dict(recorded_environment if recorded_environment is not None else self.environment)
         self.clock, self.sleep = clock, sleep
 
     @property
@@ -107,9 +109,9 @@ class DockerHostTarget:
 
     def location(self) -> dict:
         # enough to run any recorded release again without the spec (a rollback to a retired container):
-        # environment values come from the committed slipway.yaml, never from secrets
+        # environment values come from the committed slipway.yaml; secrets stay references, read again when used
         return {"endpoint": self.endpoint, "listen_port": self.listen_port, "health_path": self.health_path,
-                "port_env": self.port_env, "environment": self.environment}
+                "port_env": self.port_env, "environment": self.recorded_environment}
 
     def default_check(self) -> dict:
         return health_check(self.health_path)

@@ -46,9 +46,10 @@ def test_slipway_works_against_a_prefect_server_with_authentication(prefect_api,
 
     refused = _slipway("release", repo.url, "--ref", "v1", "--only", "dev", env=env)  # no credentials
 
-    assert refused.returncode != 0
+    assert refused.returncode == 2
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "401" in lines[0] or "auth" in lines[0].lower(), refused.stderr
+    assert lines == [f"error: the Prefect API at {server.url} refused the request (401): set PREFECT_API_AUTH_STRING=user:password "
+                     "for a server with authentication (PREFECT_API_KEY for Prefect Cloud)"], refused.stderr
 
     released = _slipway("release", repo.url, "--ref", "v1", "--only", "dev", env={**env, "PREFECT_API_AUTH_STRING": secret})
     assert released.returncode == 0, released.stderr[-2000:]
