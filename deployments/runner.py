@@ -102,6 +102,27 @@ def unlock(app: str, environment: str) -> dict:
     return unlock_environment(app, environment)
 
 
+def check_blocks(spec) -> list[str]:
+    """`slipway check --blocks`: the artifact store and each environment's target block exist on the server (one line
+    each; the first missing one raises its one-line error)."""
+    from tasks.wiring import resolve_target_block, store_block, target_kind
+
+    lines = [f"artifact store: block 'default' ({store_block('default').bucket})"]
+    for env in spec.environments:
+        name, _ = resolve_target_block(env.name, env.target, target_kind(spec.target_type(env))[0])
+        lines.append(f"{env.name}: {spec.target_type(env)} target block {name!r}")
+    return lines
+
+
+def declared_environments(app: str, store_block: str = "default") -> list[str] | None:
+    """The environments APP's latest recorded spec declares (else those its ledger knows); None: APP was never released."""
+    store, ledger = _store_and_ledger(store_block)
+    spec = store.latest_spec(app)
+    if spec is not None:
+        return [e.name for e in spec.environments]
+    return ledger.environments(app) or None
+
+
 def _store_and_ledger(store_block: str):
     """The artifact store and the ledger, read without Prefect when the block allows it (see _fast_store)."""
     fast = _fast_store(store_block, "s3")

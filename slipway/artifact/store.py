@@ -129,6 +129,17 @@ class ArtifactStore:
         self._put_if_absent(self.spec_key(spec.app, digest), body, "application/json")  # same digest: same content
         return digest
 
+    def latest_spec(self, app: str) -> Spec | None:
+        """The spec the most recent release of ``app`` recorded (proven as ``read_spec`` does), or None."""
+        newest = None
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}specs/{app}/"):
+            for obj in page.get("Contents", []):
+                if newest is None or obj["LastModified"] > newest["LastModified"]:
+                    newest = obj
+        if newest is None:
+            return None
+        return self.read_spec(app, newest["Key"].rsplit("/", 1)[-1].removesuffix(".json"))
+
     def has_spec(self, app: str, digest: str) -> bool:
         return self._exists(self.spec_key(app, digest))
 

@@ -156,6 +156,38 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a spec without releasing it: the schema, the files it names in the repository, and (``--blocks``) the
+    blocks it needs on the Prefect server."""
+    from pathlib import Path
+
+    from slipway.spec.loading import check_spec_against_checkout, load_spec
+
+    path = Path(args.path)
+    repo, rel = (path.parent, path.name) if path.is_file() else (path, args.spec)
+    if not repo.is_dir():
+        raise CliError(f"{args.path}: no such directory or file; give the repository's root or its slipway.yaml")
+    spec = load_spec(repo, rel)
+    check_spec_against_checkout(spec, repo)
+    order = " → ".join(e.name for e in spec.environments)
+    print(f"{rel or 'slipway.yaml'}: ok: app {spec.app}, {spec.artifact.type}, environments {order}")
+    if args.blocks:
+        for line in _runner(args).check_blocks(spec):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The JSON Schema of slipway.yaml, for editors (yaml-language-server: $schema=...)."""
+    from slipway.spec.schema import Spec
+
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "slipway.yaml"
+    _print_json(schema)
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     out = _runner(args).unlock(args.app, args.env)
     print(out["detail"])
@@ -199,7 +231,15 @@ def cmd_flag(args: argparse.Namespace) -> int:
 
     if args.flag_cmd == "set":  # validated before Prefect or AWS is reached
         flags.validate_flag(args.app, args.env, args.name, args.value)
-    ssm = _runner(args).flags_client()
+    runner = _runner(args)
+    if args.flag_cmd == "set":
+        declared = runner.declared_environments(args.app)
+        if declared is None:  # nothing to check against yet: flags may be set before the first release
+            print(f"note: no release of {args.app} is recorded, so {args.env!r} cannot be checked against its slipway.yaml",
+                  file=sys.stderr)
+        elif args.env not in declared:
+            raise CliError(f"{args.app} has no environment {args.env!r}: its slipway.yaml declares {', '.join(declared)}")
+    ssm = runner.flags_client()
     if args.flag_cmd == "set":
         from slipway.record.ledger import default_actor
 
@@ -289,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reason", default="", help="recorded in the ledger")
     ap.add_argument("--approver", default=None, help="recorded in the ledger (default: user@host)")
     ap.set_defaults(func=cmd_approve)
+
+    chk = sub.add_parser("check", help="validate a slipway.yaml without releasing it (schema, files it names; --blocks: the blocks it needs)")
+    chk.add_argument("path", nargs="?", default=".", help="the repository's root (default: .) or a spec file")
+    chk.add_argument("--spec", default=None, help="spec path inside the repository (default slipway.yaml)")
+    chk.add_argument("--blocks", action="store_true", help="also check the Prefect server has the blocks the spec needs")
+    chk.set_defaults(func=cmd_check)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of slipway.yaml (for editors)")
+    sch.set_defaults(func=cmd_schema)
 
     ul = sub.add_parser("unlock", help="free ENV's lock when no live run holds it (a holder killed, a server that lost its leases)")
     ul.add_argument("app")

@@ -268,6 +268,22 @@ def test_flags_through_the_cli(prefect_api):
     assert "no flags" in slipway("flag", "list", app, "dev", env=env).stdout
 
 
+def test_flag_set_refuses_an_environment_the_apps_spec_does_not_declare(prefect_api, app_repo):
+    from test_cli import slipway
+
+    repo = app_repo()
+    assert _release(repo, "v1", only=["dev"]).is_completed()
+    env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
+
+    typo = slipway("flag", "set", repo.app, "stagin", "BETA", "on", env=env)
+
+    assert typo.returncode == 2
+    assert typo.stderr.strip() == f"error: {repo.app} has no environment 'stagin': its slipway.yaml declares dev, staging, prod"
+    assert slipway("flag", "list", repo.app, "stagin", env=env).stdout.strip().endswith("no flags")  # nothing was written
+    declared = slipway("flag", "set", repo.app, "staging", "BETA", "on", env=env)  # declared, not released to yet
+    assert declared.returncode == 0, declared.stderr
+
+
 def test_a_failing_flag_redeploy_goes_back_to_the_live_version_and_the_diagnosis_names_the_flag(prefect_api, app_repo):
     from slipway.record.flags import set_flag
     from tasks.wiring import open_store

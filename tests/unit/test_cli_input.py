@@ -57,3 +57,42 @@ def test_a_prefect_api_that_is_not_there_or_refuses_gets_one_line_naming_the_fix
         with contextlib.redirect_stderr(err):
             code = main(["history", "app"], runner=lambda fail=fail: Runner(fail))
         assert code == 2 and err.getvalue().startswith("error: " + expected) and err.getvalue().count("\n") == 1, err.getvalue()
+
+
+def test_check_validates_a_spec_and_the_files_it_names_without_releasing(tmp_path):
+    import contextlib
+    import io
+    import shutil
+
+    from conftest import EXAMPLE
+    from slipway.cli.main import main
+
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("demo", "__pycache__"))
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv), runner=lambda: pytest.fail("check starts no runner"))
+        return code, out.getvalue(), err.getvalue()
+
+    assert run("check", str(repo)) == (0, "slipway.yaml: ok: app hello, lambda-zip, environments dev → staging → prod\n", "")
+    assert run("check", str(repo / "slipway.yaml"))[0] == 0
+    (repo / "slipway.yaml").write_text((repo / "slipway.yaml").read_text().replace("handler: app.handler", "handler: apps.handler"))
+    code, _, err = run("check", str(repo))
+    assert code == 2 and err.count("\n") == 1 and "apps" in err
+
+
+def test_schema_prints_a_json_schema_editors_can_use():
+    import contextlib
+    import io
+    import json
+
+    from slipway.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["schema"]) == 0
+    schema = json.loads(out.getvalue())
+    assert schema["title"] == "slipway.yaml" and schema["$schema"].endswith("2020-12/schema")
+    assert {"app", "artifact", "environments"} <= set(schema["properties"]) and set(schema["required"]) >= {"app", "artifact", "environments"}
