@@ -28,10 +28,11 @@ from tasks.wiring import env_ref
       on_crashed=[roll_back_failed_stage], on_cancellation=[roll_back_failed_stage])
 def deploy_environment(
     app: str, environment: str, spec_digest: str, artifact: ArtifactRef, action: str = "deploy", reconcile_first: bool = False,
-    store_block: str = "default", lock_wait: float = 600,
+    store_block: str = "default", lock_wait: float = 600, checkout_path: str | None = None, allow_older: bool = False,
 ) -> dict:
     """``spec_digest``: the release's spec, recorded in the artifact store (its values, environment variables among
-    them, never appear in this run's parameters)."""
+    them, never appear in this run's parameters). ``checkout_path``: the release's clone, which orders commits: a
+    release older than the live one or than one waiting behind it ends superseded, unless ``allow_older``."""
     spec = recorded_spec(store_block, app, spec_digest)
     env = spec.environment(environment)
     ref = env_ref(spec, environment, store_block)
@@ -42,6 +43,10 @@ def deploy_environment(
         # Decided here, under the lock, not from the plan: a run killed while this one waited (for approval or the
         # lock) leaves an in-progress record only now visible. With nothing in progress this reads the head only.
         d.reconcile_environment(ref)
+        superseded = None if allow_older else d.superseded_reason(ref, artifact, checkout_path)
+        if superseded:
+            d.record_superseded(ref, artifact, superseded)
+            return {"environment": environment, "superseded": superseded}
         version, started_seq = _reverify(ref, artifact) if action == "verify-live" else _deploy(ref, env, artifact)
         result = d.verify_release(ref, artifact, version, started_seq)
     publish_history_artifact(store_block, app, environment)

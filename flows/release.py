@@ -40,15 +40,16 @@ from tasks.wiring import docker_client, location_for, registry_coordinates
 def release(
     repo_url: str, ref: str = "HEAD", spec_path: str | None = None, only: list[str] | None = None, store_block: str = "default",
     git_token_block: str | None = None, registry_block: str = "default", lock_wait: float = 600, app: str | None = None,
-    spec_digest: str | None = None,
+    spec_digest: str | None = None, allow_older: bool = False,
 ) -> dict:
     """Release an artifact (Lambda zip or container image) from git through the spec's environments, verified,
     with automatic rollback. ``app``: the app this release must be (a spec naming another is refused);
-    ``spec_digest``: use the spec an earlier release of ``app`` recorded, not the checkout's (promote does)."""
+    ``spec_digest``: use the spec an earlier release of ``app`` recorded, not the checkout's (promote does);
+    ``allow_older``: deploy even where a newer commit is live (a deliberate downgrade; else that stage is superseded)."""
     validate_repo_url(repo_url)  # refused before anything runs
     validate_ref(ref)
     a.check_artifact_store(store_block)
-    checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest)
+    checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest, allow_older=allow_older)
     try:
         checkout = a.clone_repo(repo_url, ref, git_token_block)
         spec = prepare(checkout, progress, only, store_block, registry_block)
@@ -122,7 +123,7 @@ def deploy_and_report(checkout: Checkout, ref: str, spec: Spec, artifact: Artifa
     emit("slipway.release.started", spec.app, release_id=artifact.release_id, commit=checkout.commit,
          environments=[step.environment for step in plan.steps])
     spec_digest = a.record_spec(store_block, spec)
-    outcomes, verdicts, failed = deploy_stages(spec, spec_digest, artifact, plan, progress, store_block, lock_wait)
+    outcomes, verdicts, failed = deploy_stages(spec, spec_digest, artifact, plan, progress, store_block, lock_wait, str(checkout.path))
     outcomes = decide.in_spec_order(outcomes, [e.name for e in spec.environments])
     failure = decide.finish_failure_line(failed.line if failed else None, outcomes)
     diagnosis = None
@@ -136,18 +137,20 @@ def deploy_and_report(checkout: Checkout, ref: str, spec: Spec, artifact: Artifa
 
 
 def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: RolloutPlan, progress: ReleaseProgress,
-                  store_block: str, lock_wait: float) -> tuple[list[StageOutcome], dict[str, list[str]], StageFailure | None]:
-    """Each planned environment in order, until one fails; the ones after it are not touched."""
+                  store_block: str, lock_wait: float, checkout_path: str) -> tuple[list[StageOutcome], dict[str, list[str]], StageFailure | None]:
+    """Each planned environment in order, until one fails or is superseded; the ones after it are not touched."""
     outcomes: list[StageOutcome] = []
     verdicts: dict[str, list[str]] = {}
     failed: StageFailure | None = None
     for step in plan.steps:
-        if failed is not None:
+        if failed is not None or (outcomes and outcomes[-1].status == "superseded"):
             head = d.read_heads(store_block, spec.app, [step.environment])[step.environment]
-            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "not-reached", "untouched"))
+            why = "untouched" if failed is not None else f"untouched: superseded in {outcomes[-1].environment}"
+            outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "not-reached", why))
             continue
         state = deploy_environment(app=spec.app, environment=step.environment, spec_digest=spec_digest, artifact=artifact, action=step.action,
-                                   reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait, return_state=True)
+                                   reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait,
+                                   checkout_path=checkout_path, allow_older=progress.allow_older, return_state=True)
         outcome, failed, judged = stage_result(spec, artifact, step.environment, state, progress, store_block)
         outcomes.append(outcome)
         if judged:
@@ -162,6 +165,8 @@ def stage_result(spec: Spec, artifact: ArtifactRef, env_name: str, state, progre
                  store_block: str) -> tuple[StageOutcome, StageFailure | None, list[str]]:
     """What one environment's stage did, read from the ledger (``slipway.rollout.outcome.stage_outcome``)."""
     head = d.read_heads(store_block, spec.app, [env_name])[env_name]
+    if state.is_completed() and (superseded := (state.result() or {}).get("superseded")):
+        return outcome_from_head(env_name, head, artifact.release_id, "superseded", f"untouched: {superseded}"), None, []
     recorded = d.ledger_since(store_block, spec.app, env_name, progress.heads[env_name].last_seq)
     exc = None if state.is_completed() else state.result(raise_on_failure=False)
     outcome, line = decide.stage_outcome(

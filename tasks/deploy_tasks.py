@@ -119,6 +119,53 @@ def _secrets_check(spec: Spec, env_name: str, store_block: str) -> list:
     return [PreflightCheck(f"{env_name}: secrets readable", True, f"{len(names)} secret reference(s) read: {', '.join(names)}")]
 
 
+# ---- newer releases win -----------------------------------------------------------------------------------------------
+def superseded_reason(ref: EnvRef, artifact: ArtifactRef, checkout_path: str | None) -> str | None:
+    """Under the environment's lock: why this release must not go on (None: it goes on). A release whose commit is an
+    ancestor of the live verified one, or of a release of the same app still waiting for this environment, is
+    superseded (CodePipeline's SUPERSEDED): an older commit never replaces a newer one, and of several queued releases
+    only the newest deploys. Ancestry comes from the release's own clone; a commit it does not hold decides nothing."""
+    from pathlib import Path
+
+    from slipway.source.git import is_ancestor
+
+    if not checkout_path or not Path(checkout_path).is_dir():
+        return None
+    live = env_context(ref).head().live
+    if live and live.commit and live.commit != artifact.commit and is_ancestor(Path(checkout_path), artifact.commit, live.commit):
+        return (f"{ref.environment} already runs {live.release_id} (commit {live.commit[:12]}), newer than commit "
+                f"{artifact.commit[:12]}")
+    for name, commit in _other_waiting_releases(ref):
+        if commit != artifact.commit and is_ancestor(Path(checkout_path), artifact.commit, commit):
+            return f"a newer release of {ref.app} (commit {commit[:12]}, run {name}) is waiting for {ref.environment}"
+    return None
+
+
+def _other_waiting_releases(ref: EnvRef) -> list[tuple[str, str]]:
+    """(run name, commit) of the other deploy runs of this app and environment that Prefect shows running or pending."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    me = str(flow_run.get_id() or "")
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[f"deploy {ref.app}/{ref.environment}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])),
+            ), limit=20)
+    except Exception:  # noqa: BLE001 - cannot tell who waits: only the live release decides
+        return []
+    return [(r.name, ((r.parameters or {}).get("artifact") or {}).get("commit") or "") for r in runs if str(r.id) != me]
+
+
+def record_superseded(ref: EnvRef, artifact: ArtifactRef, reason: str) -> None:
+    _, ledger = open_store(ref.store_block)
+    ledger.record(ref.app, ref.environment, "superseded", release_id=artifact.release_id, commit=artifact.commit,
+                  run_id=str(flow_run.get_id() or "") or None, message=f"superseded: {reason}; nothing was touched")
+    get_run_logger().warning("%s: superseded: %s; nothing was touched", ref.environment, reason)
+
+
 # ---- one environment's deploy ----------------------------------------------------------------------------------------
 def reconcile_environment(ref: EnvRef) -> str | None:
     """Under the lock: finish what a dead run left in progress (back to the verified release), and tell Prefect that run

@@ -22,6 +22,8 @@ from typing import Any, Callable, Sequence
 from slipway.local import stack as localstack
 from slipway.core.errors import BAD_INPUT, SlipwayError, exit_code_for
 
+SUPERSEDED = 4  # `release`: a newer commit is live (or waiting) in an environment; that stage touched nothing
+
 
 class CliError(Exception):
     def __init__(self, message: str, code: int = BAD_INPUT) -> None:
@@ -106,7 +108,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     validate_repo_url(args.repo_url)  # before anything else, even before Prefect is reached
     validate_ref(args.ref)
     runner = _runner(args)
-    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block, lock_wait=args.lock_wait)
+    out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block, lock_wait=args.lock_wait,
+                             allow_older=args.allow_older)
     result = out["result"]
     from slipway.core.models import StageOutcome
     from slipway.record.report import render_summary
@@ -125,6 +128,11 @@ def cmd_release(args: argparse.Namespace) -> int:
     if out["run_url"]:
         print(f"run: {out['run_url']}")
     requested = [o for o in outcomes if o.status != "skipped"]
+    if any(o.status == "superseded" for o in requested):
+        superseded = next(o for o in requested if o.status == "superseded")
+        print(f"superseded: {superseded.message.removeprefix('untouched: ')}; nothing was touched (--allow-older deploys it anyway)",
+              file=sys.stderr)
+        return SUPERSEDED
     return 0 if requested and all(o.status == "live" and o.live_release_id == result["release_id"] for o in requested) else 1
 
 
@@ -309,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("repo_url")
     rel.add_argument("--ref", default="HEAD", help="branch, tag or commit (default: the remote's HEAD)")
     rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
+    rel.add_argument("--allow-older", action="store_true",
+                     help="a deliberate downgrade: deploy even where a newer commit is live (else that stage ends superseded, exit 4)")
     rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
     rel.add_argument("--git-token-block", default=None, metavar="NAME", help="Prefect Secret block holding a token for a private https repository")
     rel.add_argument("--lock-wait", type=lock_wait_seconds, default=600, metavar="SECONDS",

@@ -40,6 +40,7 @@ EntryKind = Literal[
     "alarm-fired",  # an alarm named in the spec went to ALARM during the release
     "approved",  # an approval gate (or a paused INCONCLUSIVE canary) was answered yes: detail.approver, reason
     "rejected",  # ... answered no, or timed out
+    "superseded",  # a release older than the live one (or than one queued behind it) stopped here, touching nothing
 ]
 
 

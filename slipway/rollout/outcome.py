@@ -26,6 +26,7 @@ class ReleaseProgress:
     spec_path: str | None = None
     app: str | None = None  # the app the release must be (None: whatever the spec names)
     spec_digest: str | None = None  # a recorded spec to use instead of the checkout's
+    allow_older: bool = False  # a deliberate downgrade: deploy even where a newer commit is live
     spec: Spec | None = None
     heads: dict[str, EnvHead] = field(default_factory=dict)
     first_env: str | None = None

@@ -290,6 +290,27 @@ def _clone_into(work: Path, url: RepoUrl, ref: str, token: SecretStr | None, use
     return Checkout(path=repo_dir, repo_url=url.display, ref=ref, commit=commit, subject=subject)
 
 
+def is_ancestor(repo_dir: Path, older: str, newer: str) -> bool | None:
+    """Is commit ``older`` an ancestor of ``newer`` in this clone? None when the clone does not hold ``newer`` (pushed
+    after the clone, or on a ref it did not fetch): then nothing is known about their order."""
+    import git  # GitPython
+
+    if not (_SHA.match(older or "") and _SHA.match(newer or "")):
+        return None  # only full commit ids are compared (they come from the ledger and run parameters)
+    repo = git.Git(str(repo_dir))
+    try:
+        repo.execute(["git", "cat-file", "-e", f"{newer}^{{commit}}"])
+    except git.GitCommandError:
+        return None
+    try:
+        repo.execute(["git", "merge-base", "--is-ancestor", older, newer])
+        return True
+    except git.GitCommandError as exc:
+        if exc.status == 1:
+            return False
+        return None
+
+
 def discard_checkout(checkout: Checkout) -> None:
     """Remove the clone (and its askpass helper); the temporary parent too when nothing else is in it."""
     work = checkout.path.parent
