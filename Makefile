@@ -53,11 +53,10 @@ bench: install
 deploy: install
 	$(PY) -m deployments.deploy
 
-# More client retries than Prefect's default (5): a SQLite server answers writes that race with 503, and a worker
-# whose submission runs out of retries marks the run Crashed (docs/scale.md).
-WORKER_CLIENT_RETRIES ?= 10
+# A worker at PREFECT_API_URL or, when unset, at the local stack; 10 client retries unless PREFECT_CLIENT_MAX_RETRIES
+# is set (a SQLite server answers writes that race with 503; docs/scale.md).
 worker: install
-	PREFECT_CLIENT_MAX_RETRIES=$${PREFECT_CLIENT_MAX_RETRIES:-$(WORKER_CLIENT_RETRIES)} $(VENV)/bin/prefect worker start --pool slipway
+	$(PY) -m deployments.worker
 
 local-up: install
 	$(VENV)/bin/slipway local up

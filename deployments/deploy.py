@@ -1,7 +1,7 @@
 """`make deploy`: create the process work pool, register Slipway's block types and deploy everything in prefect.yaml.
 
 Targets the server in PREFECT_API_URL; when that is unset and the local stack is up, the local stack's server.
-Run from anywhere: the deployments run code from this checkout (``SLIPWAY_ROOT``, see prefect.yaml).
+Run from anywhere: `prefect deploy` runs in this checkout, which becomes the deployments' working directory.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ POOL = "slipway"
 
 def deploy_all(env: dict[str, str] | None = None, pool: str = POOL, timeout: float = 300) -> str:
     """Returns `prefect deploy`'s output; raises CalledProcessError (with its output) when a step fails."""
-    env = {**os.environ, **(env or {}), "SLIPWAY_ROOT": str(ROOT)}
+    env = {**os.environ, **(env or {})}
     if not env.get("PREFECT_API_URL"):
         from slipway.local import stack as localstack
 

@@ -31,9 +31,10 @@ def worker(prefect_api, tmp_path_factory):
     out = deploy_all(env)
     assert "release/release" in out and "rollback/rollback" in out and "promote/promote" in out and "verify/verify" in out and "diagnose/diagnose" in out
     log = tmp_path_factory.mktemp("worker") / "worker.log"
+    elsewhere = tmp_path_factory.mktemp("worker-cwd")  # as on another machine: the deployments say where the code is
     with open(log, "w") as fh:
         proc = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "slipway"], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                cwd=ROOT, start_new_session=True)
+                                cwd=elsewhere, start_new_session=True)
     yield {"env": env, "log": log}
     proc.send_signal(signal.SIGINT)
     try:
