@@ -65,7 +65,10 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Can a server listen on ``port`` again? SO_REUSEADDR as the servers themselves set it: connections the stopped
+    server left in TIME_WAIT do not make its port look taken (`local down` then `up` keeps the same ports)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
             return True

@@ -34,3 +34,22 @@ def test_status_of_a_stack_that_never_ran_is_not_running(tmp_path):
 
 def test_down_of_a_stack_that_never_ran_stops_nothing(tmp_path):
     assert localstack.down(tmp_path)["stopped"] == []
+
+
+def test_a_port_whose_server_stopped_with_connections_in_time_wait_is_free_again():
+    """`local down` then `up` keeps the ports: the stopped server's closed connections (TIME_WAIT) do not count."""
+    import socket
+
+    from slipway.local.stack import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection waits in TIME_WAIT on the port
+    client.close()
+    server.close()
+    assert _port_free(port)
