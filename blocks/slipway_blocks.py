@@ -61,6 +61,12 @@ class ArtifactStoreBlock(Block):
     prefix: str = Field(default="slipway", title="Key prefix", description="Prefix for every key Slipway writes.")
     kms_key_id: str | None = Field(default=None, title="KMS key", description="Optional KMS key id/ARN for server-side encryption.")
     credentials: AwsCredentials = Field(title="AWS credentials", description="Credentials (and endpoint) used to reach the bucket.")
+    signing_key_block: str | None = Field(
+        default=None, title="Signing key (Secret block)",
+        description="Name of a Prefect Secret block holding an HMAC key (16 bytes or more). Build pointers, manifests and "
+                    "ledger entries are then signed, and one that does not verify is refused: a writer without the key "
+                    "cannot forge them. Set it on a new store (or prefix): objects written before are unsigned.",
+    )
 
     @field_validator("bucket")
     @classmethod

@@ -74,4 +74,13 @@ def store_clients(api_url: str, name: str, *services: str) -> tuple[dict[str, An
     session, params = plain
     endpoint = params.pop("endpoint_url", None)
     clients = [make_client(session, svc, region=creds.get("region_name"), endpoint_url=endpoint, extra=params) for svc in services]
-    return {"bucket": data["bucket"], "prefix": data.get("prefix", "slipway"), "kms_key_id": data.get("kms_key_id")}, clients
+    signer = None
+    if data.get("signing_key_block"):  # the key, from its Secret block, read the same way
+        from slipway.core.signing import Signer
+
+        secret = read_block_data(api_url, "secret", data["signing_key_block"])
+        if not secret or not secret.get("value"):
+            return None  # let the Prefect path load it and say what is wrong
+        signer = Signer(str(secret["value"]).encode())
+    return {"bucket": data["bucket"], "prefix": data.get("prefix", "slipway"), "kms_key_id": data.get("kms_key_id"),
+            "signer": signer}, clients

@@ -134,8 +134,8 @@ def _store_and_ledger(store_block: str):
     from slipway.record.ledger import Ledger
 
     block, (s3,) = fast
-    return (ArtifactStore(s3, block["bucket"], block["prefix"], block["kms_key_id"]),
-            Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"]))
+    return (ArtifactStore(s3, block["bucket"], block["prefix"], block["kms_key_id"], signer=block.get("signer")),
+            Ledger(s3, block["bucket"], block["prefix"], kms_key_id=block["kms_key_id"], signer=block.get("signer")))
 
 
 def read_diagnosis(app: str, environment: str | None, store_block: str = "default") -> dict:

@@ -5,9 +5,10 @@ flow-run parameter, no ledger entry: those keep the reference)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from slipway.core.errors import CredentialsError
+from slipway.core.signing import Signer
 from slipway.spec.schema import SecretRef
 
 
@@ -54,3 +55,18 @@ def _read_secret(ref: SecretRef, key: str, env_name: str, credentials, region: s
             ref="secret-unreadable",
         ) from None
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def store_signer(secret_block: str | None, load: Callable) -> Signer | None:
+    """The store's HMAC signer from the Secret block it names (None: the store is not signed)."""
+    if not secret_block:
+        return None
+    from prefect.blocks.system import Secret
+
+    value = load(Secret, secret_block, missing=f"no Secret block named {secret_block!r} (the artifact store's signing key)",
+                 hint="create it, or clear signing_key_block in the artifact-store block", ref="store-block-missing").get()
+    try:
+        return Signer(str(value).encode())
+    except ValueError as exc:
+        raise CredentialsError(f"the artifact store's signing key (Secret block {secret_block!r}) is too short: {exc}",
+                               hint="store a random key of 32 bytes or more", ref="store-block-missing") from None

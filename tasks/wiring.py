@@ -26,7 +26,7 @@ from slipway.core.errors import CredentialsError, DeployError
 from slipway.record.ledger import Ledger
 from slipway.rollout.staged import EnvContext, EnvRef
 from slipway.spec.schema import SecretRef, Spec
-from tasks.secrets import resolved_environment
+from tasks.secrets import resolved_environment, store_signer
 from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, check_function_name
 from slipway.targets.docker_host import DockerHostTarget, allocate_listen_port, proxy_for, route_name
 from slipway.targets.ecs import EcsSettings, EcsTarget
@@ -90,7 +90,9 @@ def open_store(name: str) -> tuple[ArtifactStore, Ledger]:
     def make() -> tuple[ArtifactStore, Ledger]:
         block = store_block(name)
         (s3,) = aws_clients(block.credentials, "s3")
-        return ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id), Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id)
+        signer = store_signer(block.signing_key_block, load_block)
+        return (ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id, signer=signer),
+                Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id, signer=signer))
 
     return _STORES.get(("store", name), make)
 

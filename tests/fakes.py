@@ -115,11 +115,15 @@ def artifact(release_id: str, app: str = "app") -> ArtifactRef:
 
 
 class _Body:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+    """A streaming body: ``read()`` returns the rest, ``read(n)`` at most n bytes (b"" at the end)."""
 
-    def read(self) -> bytes:
-        return self._data
+    def __init__(self, data: bytes) -> None:
+        self._data, self._at = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else self._at + size
+        chunk, self._at = self._data[self._at:end], min(end, len(self._data))
+        return chunk
 
 
 def _error(code: str, status: int, operation: str) -> ClientError:
@@ -127,7 +131,7 @@ def _error(code: str, status: int, operation: str) -> ClientError:
 
 
 class FakeS3:
-    """The part of S3 the ledger uses: get, conditional put (If-None-Match / If-Match), list with a prefix,
+    """The part of S3 the ledger and the store use: get, head, conditional put (If-None-Match / If-Match), list with a prefix,
     StartAfter and a delimiter. Errors are botocore ClientErrors with S3's codes. Unlike S3 it keeps no versions
     and lists everything in one page."""
 
@@ -139,6 +143,11 @@ class FakeS3:
             raise _error("NoSuchKey", 404, "GetObject")
         body, etag = self.objects[Key]
         return {"Body": _Body(body), "ETag": etag}
+
+    def head_object(self, Bucket: str, Key: str) -> dict:
+        if Key not in self.objects:
+            raise _error("404", 404, "HeadObject")
+        return {"ETag": self.objects[Key][1], "ContentLength": len(self.objects[Key][0])}
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, IfNoneMatch: str | None = None, IfMatch: str | None = None,
                    **_: object) -> dict:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from slipway.core.aws import aws_call, error_code, is_not_found, is_precondition_failed, translate
 from slipway.core.errors import DeployError, PublishError
+from slipway.core.signing import Signer, opened, seal
 from slipway.core.models import ArtifactRef, Provenance
 from slipway.spec.schema import Spec
 
@@ -39,11 +40,12 @@ def sha256_file(path: Path) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, s3, bucket: str, prefix: str = "", kms_key_id: str | None = None) -> None:
+    def __init__(self, s3, bucket: str, prefix: str = "", kms_key_id: str | None = None, signer: Signer | None = None) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.prefix = (prefix.strip("/") + "/") if prefix.strip("/") else ""
         self.kms_key_id = kms_key_id
+        self.signer = signer  # with a key: manifests and build pointers are signed, and one that does not verify is refused
 
     # ---- keys -----------------------------------------------------------------------------------
     def artifact_key(self, app: str, sha256: str) -> str:
@@ -170,6 +172,23 @@ class ArtifactStore:
             raise translate(exc, PublishError, f"read s3://{self.bucket}/{key}") from exc
         return json.loads(body)
 
+    def _get_signed(self, key: str) -> dict | None:
+        """A manifest or pointer, its signature checked (with a key) and removed; None when absent. Raises ValueError
+        naming the problem for bytes that are not JSON or a signature that does not verify."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise translate(exc, PublishError, f"read s3://{self.bucket}/{key}") from exc
+        try:
+            data, problem = opened(self.signer, key, body)
+        except ValueError:
+            raise ValueError("it is not JSON") from None
+        if problem:
+            raise ValueError(problem)
+        return data
+
     def _exists(self, key: str) -> bool:
         try:
             self.s3.head_object(Bucket=self.bucket, Key=key)
@@ -188,9 +207,9 @@ class ArtifactStore:
         key = self.build_pointer_key(app, build_key)
         where = f"s3://{self.bucket}/{key}"
         try:
-            pointer = self._get_json(key)
-        except ValueError:
-            raise self._tampered(where, "it is not JSON") from None
+            pointer = self._get_signed(key)
+        except ValueError as exc:
+            raise self._tampered(where, str(exc)) from None
         if pointer is None:
             return None
         try:
@@ -214,11 +233,11 @@ class ArtifactStore:
         if commit and ref.commit != commit:
             problems.append(f"it names commit {ref.commit[:12]}, not {commit[:12]}")
         try:
-            manifest = self.read_manifest(app, ref.sha256)
-        except (ValidationError, ValueError, TypeError):
-            manifest = None
+            manifest, why = self.read_manifest(app, ref.sha256), "missing"
+        except (ValidationError, ValueError, TypeError) as exc:
+            manifest, why = None, str(exc).splitlines()[0]
         if manifest is None:
-            return problems + [f"the artifact it names has no valid manifest at {self.manifest_key(app, ref.sha256)}"]
+            return problems + [f"the artifact it names has no valid manifest at {self.manifest_key(app, ref.sha256)} ({why})"]
         for field, want, got in (("app", app, manifest.app), ("build key", build_key, manifest.build_key),
                                  ("commit", ref.commit, manifest.commit), ("digest", ref.sha256, manifest.artifact_sha256),
                                  ("release", ref.release_id, manifest.release_id),
@@ -236,7 +255,7 @@ class ArtifactStore:
         )
 
     def read_manifest(self, app: str, sha256: str) -> Provenance | None:
-        data = self._get_json(self.manifest_key(app, sha256))
+        data = self._get_signed(self.manifest_key(app, sha256))
         return Provenance.model_validate(data) if data else None
 
     def check_intact(self, ref: ArtifactRef) -> None:
@@ -313,7 +332,7 @@ class ArtifactStore:
                 hint="the store holds different bytes under this digest; investigate the bucket before releasing",
                 ref="artifact-digest-mismatch",
             )
-        manifest = json.dumps(provenance.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        manifest = seal(self.signer, self.manifest_key(app, sha), provenance.model_dump(mode="json"))
         self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
         ref = ArtifactRef(
             app=app,
@@ -326,19 +345,19 @@ class ArtifactStore:
             release_id=provenance.release_id,
             reused=not written,
         )
-        pointer = json.dumps(ref.model_dump(mode="json", exclude={"reused"}), sort_keys=True).encode()
-        self._put_if_absent(self.build_pointer_key(app, provenance.build_key), pointer, "application/json")
+        pointer_key = self.build_pointer_key(app, provenance.build_key)
+        self._put_if_absent(pointer_key, seal(self.signer, pointer_key, ref.model_dump(mode="json", exclude={"reused"})), "application/json")
         return ref
 
     def record_image(self, provenance: Provenance, image) -> ArtifactRef:
         """A container release: the image lives in its registry; the store keeps its manifest and build pointer."""
         app, sha = provenance.app, provenance.artifact_sha256
-        manifest = json.dumps(provenance.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+        manifest = seal(self.signer, self.manifest_key(app, sha), provenance.model_dump(mode="json"))
         written = self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
         ref = ArtifactRef(
             app=app, sha256=sha, size=0, bucket=self.bucket, key=self.manifest_key(app, sha), manifest_key=self.manifest_key(app, sha),
             commit=provenance.commit, release_id=provenance.release_id, reused=not written, image=image,
         )
-        pointer = json.dumps(ref.model_dump(mode="json", exclude={"reused"}), sort_keys=True).encode()
-        self._put_if_absent(self.build_pointer_key(app, provenance.build_key), pointer, "application/json")
+        pointer_key = self.build_pointer_key(app, provenance.build_key)
+        self._put_if_absent(pointer_key, seal(self.signer, pointer_key, ref.model_dump(mode="json", exclude={"reused"})), "application/json")
         return ref

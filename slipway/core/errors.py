@@ -252,7 +252,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((ApprovalRejected,), ("approval-rejected",)),
     ((RollbackError,), ("rollback-failed",)),
     ((RollbackError,), ("unknown-release", "nothing-to-roll-back-to"), BAD_INPUT),
-    ((LedgerError,), ("ledger-failed", "ledger-contention", "ledger-corrupt")),
+    ((LedgerError,), ("ledger-failed", "ledger-contention", "ledger-corrupt", "ledger-tampered")),
     ((LocalStackError,), ("local-stack-failed",)),
     ((SandboxUnavailable,), ("sandbox-unavailable",)),
     ((ReleaseFailed,), ("release-failed", "verify-failed", "manifest-missing", "nothing-to-promote")),

@@ -337,11 +337,12 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         return "network-or-aws", ["the repository could not be reached (network, host or credentials)"], "clone", evidence
 
     # -- the environment -------------------------------------------------------------------------------------
-    if ref == "artifact-tampered":
+    if ref in ("artifact-tampered", "ledger-tampered"):
         evidence.append(message)
         return "drift", [
-            "the artifact in the store no longer hashes to the digest it was published under: it was replaced outside Slipway",
-        ], "artifact digest", evidence
+            "an object Slipway stored (an artifact, its manifest, a build pointer or a ledger entry) no longer matches what "
+            "Slipway wrote: it was changed outside Slipway",
+        ], "ledger signature" if ref == "ledger-tampered" else "artifact digest", evidence
     if ref == "drift":
         drift = evidence_data.get("drift") or {}
         evidence += [f"{k}: {v}" for k, v in drift.items()] or [message]
@@ -468,7 +469,7 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
 def next_action(record: FailureRecord, classification: Classification) -> str:
     app, env = record.app, record.environment
     hint = record.error.get("hint")
-    if record.error.get("ref") == "artifact-tampered":
+    if record.error.get("ref") in ("artifact-tampered", "ledger-tampered"):
         return hint or "delete the tampered object and release again"
     if record.outcome_status == "rollback-failed":
         return f"roll back by hand first: `slipway rollback {app} {env}` (the automatic rollback did not complete), then fix the cause"

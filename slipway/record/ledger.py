@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from slipway.core.aws import is_not_found, is_precondition_failed, translate
+from slipway.core.signing import Signer, opened, seal
 from slipway.core.errors import LedgerError
 
 EntryKind = Literal[
@@ -221,8 +222,10 @@ def _verified_flags(head: EnvHead, entry: LedgerEntry) -> dict[str, dict] | None
 class Ledger:
     """Ledger operations against the artifact store's bucket."""
 
-    def __init__(self, s3, bucket: str, prefix: str = "", *, kms_key_id: str | None = None, max_attempts: int = 50) -> None:
+    def __init__(self, s3, bucket: str, prefix: str = "", *, kms_key_id: str | None = None, max_attempts: int = 50,
+                 signer: Signer | None = None) -> None:
         self.s3 = s3
+        self.signer = signer  # with a key: every entry and checkpoint is signed, and an entry that does not verify is refused
         self.bucket = bucket
         self.prefix = (prefix.strip("/") + "/") if prefix.strip("/") else ""
         self.max_attempts = max_attempts
@@ -249,7 +252,10 @@ class Ledger:
                 return EnvHead(app=app, environment=env), None
             raise translate(exc, LedgerError, "read the ledger head", target=f"{app}/{env}") from exc
         try:
-            return EnvHead.model_validate_json(obj["Body"].read()), obj["ETag"]
+            data, problem = opened(self.signer, self._base(app, env) + "head.json", obj["Body"].read())
+            if problem:  # a checkpoint written without the key is not trusted: the (verified) entries are folded again
+                raise ValueError(problem)
+            return EnvHead.model_validate(data), obj["ETag"]
         except ValueError:  # the head is only a checkpoint of the entries: fold them again; the next write replaces it
             return EnvHead(app=app, environment=env), obj["ETag"]
 
@@ -268,7 +274,18 @@ class Ledger:
     def _entry_at(self, key: str) -> LedgerEntry:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         try:
-            return LedgerEntry.model_validate_json(body)
+            data, problem = opened(self.signer, key, body)
+        except ValueError:
+            data, problem = None, None
+        if problem:
+            raise LedgerError(
+                f"ledger object s3://{self.bucket}/{key} was not written by Slipway: {problem}",
+                hint="someone wrote the ledger without the signing key: find out who; restore the object's previous version "
+                     "(the bucket keeps versions) or move it aside; nothing was changed",
+                ref="ledger-tampered",
+            )
+        try:
+            return LedgerEntry.model_validate(data) if data is not None else LedgerEntry.model_validate_json(body)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError: one line, naming the object
             first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc)}
             where = ".".join(str(p) for p in first.get("loc", ())) or "the object"
@@ -325,7 +342,7 @@ class Ledger:
                 self.s3.put_object(
                     Bucket=self.bucket,
                     Key=self._entry_key(app, env, stamped.seq),
-                    Body=stamped.model_dump_json().encode(),
+                    Body=seal(self.signer, self._entry_key(app, env, stamped.seq), stamped.model_dump(mode="json")),
                     ContentType="application/json",
                     IfNoneMatch="*",
                     **self._sse,
@@ -351,7 +368,11 @@ class Ledger:
             body = self.s3.get_object(Bucket=self.bucket, Key=self._entry_key(app, env, entry.seq))["Body"].read()
         except ClientError:
             return False
-        return LedgerEntry.model_validate_json(body) == entry
+        try:
+            data, problem = opened(self.signer, self._entry_key(app, env, entry.seq), body)
+            return problem is None and LedgerEntry.model_validate(data) == entry
+        except ValueError:
+            return False
 
     def _checkpoint(self, head: EnvHead, etag: str | None) -> None:
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
@@ -359,7 +380,7 @@ class Ledger:
             self.s3.put_object(
                 Bucket=self.bucket,
                 Key=self._base(head.app, head.environment) + "head.json",
-                Body=head.model_dump_json(indent=2).encode(),
+                Body=seal(self.signer, self._base(head.app, head.environment) + "head.json", head.model_dump(mode="json")),
                 ContentType="application/json",
                 **condition,
                 **self._sse,

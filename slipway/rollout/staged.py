@@ -193,11 +193,11 @@ def prove_release(ctx: EnvContext, release: LiveRelease) -> None:
     if ctx.store is not None and release.artifact_sha256:
         where = ctx.store.manifest_key(ctx.app, release.artifact_sha256)
         try:
-            manifest = ctx.store.read_manifest(ctx.app, release.artifact_sha256)
-        except (ValueError, TypeError):  # not JSON, or not a manifest
-            manifest = None
+            manifest, why = ctx.store.read_manifest(ctx.app, release.artifact_sha256), "missing"
+        except (ValueError, TypeError) as exc:  # not JSON, not a manifest, or a signature that does not verify
+            manifest, why = None, str(exc).splitlines()[0]
         if manifest is None:
-            problems.append(f"the artifact store has no valid manifest for it ({where})")
+            problems.append(f"the artifact store has no valid manifest for it ({where}: {why})")
         else:
             recorded = {"app": ctx.app, "release": release.release_id, "commit": release.commit}
             found = {"app": manifest.app, "release": manifest.release_id, "commit": manifest.commit}
