@@ -321,6 +321,19 @@ class EcsTarget:
         update_service(self.ecs, self.settings, version, error_cls=error_cls)
         self._wait(version, error_cls)
 
+    def identity_mismatch(self, version: str, release) -> str | None:
+        """None when task definition ``version`` runs the release's image (by digest); else what differs. A revision
+        registered (or changed) outside Slipway under the ARN the ledger names is caught before traffic moves to it."""
+        image = getattr(release, "image", None)
+        if not image:
+            return None
+        described = _call(DeployError, "read the task definition", self.settings, self.ecs.describe_task_definition,
+                          taskDefinition=version)["taskDefinition"]
+        found = next((c.get("image") for c in described.get("containerDefinitions", []) if c.get("name") == self.settings.container_name), None)
+        if found != image:
+            return f"task definition {version} runs {found or 'no such container'}, not the release's {image}"
+        return None
+
     def remove(self) -> None:
         """ECS services are created outside Slipway, which never scales one down: with nothing verified (and no
         earlier revision) to go back to, the environment needs a person."""

@@ -259,3 +259,19 @@ def test_wait_stable_fails_at_once_when_the_rollout_fails():
         "read the stopped tasks' reasons (aws ecs describe-tasks) and the service events"
     )
     assert clock.slept == []
+
+
+def test_a_revision_is_proven_to_run_the_release_image_before_traffic_moves_back_to_it(ecs, service):
+    """identity_mismatch: the ledger names a task-definition ARN and an image digest; a revision running another image
+    (registered outside Slipway under a reused family, or recorded wrongly) is named, and the right one passes."""
+    from types import SimpleNamespace
+
+    from slipway.targets.ecs import EcsTarget
+
+    settings, _ = service
+    first = deploy(ecs, settings, f"{REPO}@{DIGEST_A}", wait=service_set_to)
+    target = EcsTarget(ecs, settings, endpoint=None)
+
+    assert target.identity_mismatch(first.task_definition_arn, SimpleNamespace(image=f"{REPO}@{DIGEST_A}")) is None
+    problem = target.identity_mismatch(first.task_definition_arn, SimpleNamespace(image=f"{REPO}@{DIGEST_B}"))
+    assert problem == f"task definition {first.task_definition_arn} runs {REPO}@{DIGEST_A}, not the release's {REPO}@{DIGEST_B}"
