@@ -66,11 +66,13 @@ def stage_outcome(
 
     ``head``: the environment's ledger head after the stage; ``recorded``: what the stage wrote to the ledger;
     ``completed``: the stage's run ended Completed; ``stage``/``reason``: where and why it failed otherwise;
-    ``serving``: what the target serves now, read from it (None: not read). A failed stage whose target serves
-    something other than the ledger's live version says so, whatever the ledger says."""
+    ``serving``: what the target serves now, read from it (None: not read). A failed stage that touched the
+    environment and left its target serving something other than the ledger's live version says so, whatever the
+    ledger says."""
     if completed:
         return outcome_from_head(environment, head, release_id, "live", "verified"), None
-    if serving is not None and head.in_progress is None and serving != (head.live.version if head.live else None):
+    if (serving is not None and head.in_progress is None and serving != (head.live.version if head.live else None)
+            and environment_touched(recorded)):  # untouched by this stage: a target changed by hand is drift, reported as such
         back = (f"ROLLBACK DID NOT COMPLETE: the target serves version {serving}, the ledger says {_live_text(head)} "
                 "(`slipway history`, then `slipway rollback`)")
         return (outcome_from_head(environment, head, release_id, "rollback-failed", back),

@@ -67,7 +67,8 @@ def test_canary_judgements_list_verdicts_then_fired_alarms():
 
 def test_a_failed_stage_whose_target_serves_another_version_than_the_ledger_says_so():
     """The Prefect server died after the alias moved: the ledger says v1 is live, the target serves 2."""
-    outcome, failure = stage_outcome("dev", head(R1, "1"), entries(), R2, completed=False, reason="lost the Prefect API", serving="2")
+    outcome, failure = stage_outcome("dev", head(R1, "1"), entries("deploy-started", "deployed", "rollback-started", "rolled-back"), R2,
+                                     completed=False, reason="lost the Prefect API", serving="2")
     assert outcome.status == "rollback-failed"
     assert outcome.message.startswith(f"ROLLBACK DID NOT COMPLETE: the target serves version 2, the ledger says {R1} (version 1)")
     assert failure.startswith(f"release {R2} failed at deploy: lost the Prefect API; dev ROLLBACK DID NOT COMPLETE")
@@ -77,3 +78,9 @@ def test_a_failed_stage_whose_target_agrees_with_the_ledger_reads_as_before():
     outcome, _ = stage_outcome("dev", head(R1, "1"), entries("deploy-started", "verify-failed", "rollback-started", "rolled-back"),
                                R2, completed=False, serving="1")
     assert (outcome.status, outcome.message) == ("rolled-back", f"rolled back to {R1} (version 1)")
+
+
+def test_a_stage_refused_before_touching_a_target_changed_by_hand_is_not_called_an_incomplete_rollback():
+    outcome, _ = stage_outcome("dev", head(R1, "1"), entries(), R2, completed=False, stage="deploy",
+                               reason="live state changed outside Slipway", serving="7")
+    assert (outcome.status, outcome.message) == ("failed", f"unchanged (still serving {R1} (version 1))")
