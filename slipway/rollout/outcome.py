@@ -79,6 +79,8 @@ def stage_outcome(
                 f"release {release_id} failed at {stage}: {reason}; {environment} {back}")
     if not environment_touched(recorded):  # failed before any deploy or rollback was recorded (a rejected approval, a held lock)
         back = f"unchanged (still serving {_live_text(head)})"
+        if serving is not None and head.live is not None and serving != head.live.version:
+            back = f"unchanged (the target serves version {serving}, not the ledger's {_live_text(head)}: changed outside Slipway)"
         outcome = outcome_from_head(environment, head, release_id, "failed", back)
     elif (head.in_progress is None and head.live and head.live.release_id == release_id
           and not any(e["kind"] == "rolled-back" for e in recorded)):  # verified, then something after it failed

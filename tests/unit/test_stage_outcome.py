@@ -83,4 +83,5 @@ def test_a_failed_stage_whose_target_agrees_with_the_ledger_reads_as_before():
 def test_a_stage_refused_before_touching_a_target_changed_by_hand_is_not_called_an_incomplete_rollback():
     outcome, _ = stage_outcome("dev", head(R1, "1"), entries(), R2, completed=False, stage="deploy",
                                reason="live state changed outside Slipway", serving="7")
-    assert (outcome.status, outcome.message) == ("failed", f"unchanged (still serving {R1} (version 1))")
+    assert (outcome.status, outcome.message) == ("failed", f"unchanged (the target serves version 7, not the ledger's {R1} (version 1): "
+                                                           "changed outside Slipway)")
