@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def postgres(tmp_path_factory):
     """A private PostgreSQL cluster (trust auth, 127.0.0.1, a free port), run as the postgres user as Debian does."""
     from slipway.local.stack import free_port
 
-    root = tmp_path_factory.mktemp("postgres")
+    root = Path(tempfile.mkdtemp(prefix="slipway-postgres-"))  # not under pytest's 0700 directory: postgres must reach it
     shutil.chown(root, "postgres")
     port = free_port()
     as_postgres = ["runuser", "-u", "postgres", "--"]
@@ -43,6 +44,7 @@ def postgres(tmp_path_factory):
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
     finally:
         subprocess.run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
