@@ -51,8 +51,14 @@ def default_runner():
     return importlib.import_module("deployments.runner")
 
 
+# A SQLite-backed Prefect server (the embedded one) answers a write that raced with another with HTTP 503; Prefect's
+# client retries it, 5 times by default, which several releases started at once from the command line can exhaust.
+CLI_CLIENT_RETRIES = "10"
+
+
 def _runner(args: argparse.Namespace):
     _configure_prefect_api(args.make_runner)
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", CLI_CLIENT_RETRIES)  # before Prefect is imported; an explicit value wins
     return args.make_runner()
 
 
