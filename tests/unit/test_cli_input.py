@@ -96,3 +96,21 @@ def test_schema_prints_a_json_schema_editors_can_use():
     schema = json.loads(out.getvalue())
     assert schema["title"] == "slipway.yaml" and schema["$schema"].endswith("2020-12/schema")
     assert {"app", "artifact", "environments"} <= set(schema["properties"]) and set(schema["required"]) >= {"app", "artifact", "environments"}
+
+
+@pytest.mark.parametrize("preset", [None, "3"])
+def test_commands_that_reach_prefect_give_its_client_more_retries_unless_told_otherwise(monkeypatch, preset):
+    import os
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    if preset is None:
+        monkeypatch.delenv("PREFECT_CLIENT_MAX_RETRIES", raising=False)
+    else:
+        monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", preset)
+
+    class Runner:
+        def read_history(self, app, env):
+            return [], {}
+
+    main(["history", "app"], runner=Runner)
+    assert os.environ["PREFECT_CLIENT_MAX_RETRIES"] == (preset or "10")
