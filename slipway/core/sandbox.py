@@ -20,7 +20,8 @@ Where bubblewrap is missing or cannot create namespaces, repository code is refu
 unless the operator sets ``SLIPWAY_SANDBOX=off``, which runs it as this user, with this machine's files and
 network: acceptable on a laptop for one's own repositories, never on a shared worker.
 ``SLIPWAY_SANDBOX_READONLY`` (paths separated by ``:``) shows more of the system read-only, for tests that need
-a tool installed elsewhere.
+a tool installed elsewhere; ``SLIPWAY_SANDBOX_NETWORK=on`` gives tests the machine's network (127.0.0.1 included).
+Both are the operator's choice: nothing in a repository can turn them on.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ def mode() -> str:
     """``bwrap`` (the default) or ``off`` (``SLIPWAY_SANDBOX=off``, the operator's explicit opt-out)."""
     value = os.environ.get("SLIPWAY_SANDBOX", "bwrap").strip().lower()
     return "off" if value in ("off", "0", "false", "no", "none") else "bwrap"
+
+
+def tests_get_network() -> bool:
+    """``SLIPWAY_SANDBOX_NETWORK=on``: the operator lets sandboxed tests use this machine's network (for suites that
+    need a database or service of their own); the repository cannot ask for it."""
+    return os.environ.get("SLIPWAY_SANDBOX_NETWORK", "").strip().lower() in ("on", "1", "true", "yes")
 
 
 def require() -> str:

@@ -172,7 +172,8 @@ def run_tests(
                 output_tail=f"slipway: command not found: {command[0]} (PATH={env['PATH']})", cache_notes=tuple(notes),
             )
         # no network, the checkout writable, the test environment read-only, nothing else of this machine's
-        box = sandbox.Sandbox(writable=(repo_dir.resolve(),), readonly=(venv,), memory_bytes=memory_bytes)
+        box = sandbox.Sandbox(writable=(repo_dir.resolve(),), readonly=(venv,), memory_bytes=memory_bytes,
+                              network=sandbox.tests_get_network())
         exit_code, output, timed_out = _run(box.wrap(argv, cwd=repo_dir.resolve()), repo_dir, env, timeout_s)
     duration = time.monotonic() - start
     if timed_out:

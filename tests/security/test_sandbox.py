@@ -194,3 +194,26 @@ def test_without_bubblewrap_repository_code_is_refused_in_one_line_before_anythi
     assert "bubblewrap" in str(caught.value) and "SLIPWAY_SANDBOX=off" in str(caught.value)
     assert caught.value.ref == "sandbox-unavailable"
     assert not (tmp_path / "envs").exists()  # nothing was installed, nothing ran
+
+
+def test_the_operator_can_give_tests_the_network_and_a_repository_cannot(tmp_path, monkeypatch, pip_args):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "tests" / "test_net.py").write_text(
+        f"import socket\ndef test_reach():\n    socket.create_connection(('127.0.0.1', {port}), timeout=3).close()\n")
+    reqs = tmp_path / "requirements-dev.txt"
+    reqs.write_text("# pytest only\n")
+    env_cache = tmp_path / "envs"
+    try:
+        monkeypatch.setenv("SLIPWAY_SANDBOX_NETWORK", "on")
+        assert run_tests(repo, ["python", "-m", "pytest", "-q"], [reqs], cache_root=env_cache, pip_args=pip_args).passed
+        monkeypatch.delenv("SLIPWAY_SANDBOX_NETWORK")
+        refused = run_tests(repo, ["python", "-m", "pytest", "-q"], [reqs], cache_root=env_cache, pip_args=pip_args,
+                            env_extra={"SLIPWAY_SANDBOX_NETWORK": "on"})  # the test's own environment asks: no effect
+        assert not refused.passed and refused.failed_tests == ["tests/test_net.py::test_reach"]
+    finally:
+        server.close()
