@@ -140,3 +140,34 @@ def test_an_unknown_ref_and_a_non_repository_are_bad_input(repo, tmp_path):
     with pytest.raises(CloneError) as plain:
         clone_at_ref(str(tmp_path / "plain"), "main", tmp_path / "w2")
     assert (exit_code_for(unknown.value), exit_code_for(plain.value)) == (2, 2)
+
+
+def test_is_ancestor_orders_commits_the_clone_holds_and_knows_nothing_of_others(tmp_path):
+    import subprocess
+
+    from slipway.source.git import is_ancestor
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    commits = []
+    for n in range(3):
+        (repo / "f").write_text(str(n))
+        git("add", "f")
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"c{n}")
+        commits.append(git("rev-parse", "HEAD"))
+    git("checkout", "-q", "-b", "side", commits[0])
+    (repo / "g").write_text("side")
+    git("add", "g")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "side")
+    side = git("rev-parse", "HEAD")
+
+    assert is_ancestor(repo, commits[0], commits[2]) is True
+    assert is_ancestor(repo, commits[2], commits[0]) is False
+    assert is_ancestor(repo, commits[1], side) is False  # another branch: not older
+    assert is_ancestor(repo, commits[0], "f" * 40) is None  # a commit the clone does not hold decides nothing
+    assert is_ancestor(repo, "--output=/tmp/x", commits[2]) is None  # only full commit ids are passed to git
