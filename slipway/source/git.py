@@ -240,16 +240,48 @@ def _is_git_repository(path: Path) -> bool:
     return (path / ".git").exists() or all((path / name).exists() for name in ("HEAD", "objects", "refs"))
 
 
+_SAFETY = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always",
+           "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
+           "-c", "core.fsmonitor=false", "-c", "http.followRedirects=false",
+           "-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60"]
+
+
+def remote_head(repo_url: str, branch: str, *, token: SecretStr | None = None, username: str | None = None) -> str:
+    """The commit ``branch`` points at in ``repo_url``, asked with ``git ls-remote`` (nothing is cloned). Refused URLs
+    and refs as for a clone; a branch the repository does not have is ``unknown-ref``."""
+    import git  # GitPython
+
+    url = validate_repo_url(repo_url)
+    branch = validate_ref(branch)
+    work = Path(tempfile.mkdtemp(prefix="slipway-ls-remote-"))
+    try:
+        env = _git_env(work, token, username, urlsplit(url.url).hostname if url.kind == "https" else None)
+        try:
+            out = git.Git(str(work)).execute(["git", *_SAFETY, "ls-remote", "--heads", "--", url.url, f"refs/heads/{branch}"],
+                                             env=env, kill_after_timeout=clone_timeout_s())
+        except git.GitCommandError as exc:
+            stderr = _scrub(str(exc.stderr or "").strip(), token)
+            error = CloneError(f"could not reach {url.display}", hint=stderr.splitlines()[-1] if stderr else "check the URL",
+                               ref="repo-unreachable")
+            error.transient = bool(_TRANSIENT_GIT.search(stderr))
+            raise error from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name == f"refs/heads/{branch}" and _SHA.match(sha):
+            return sha
+    raise CloneError(f"unknown ref {branch!r} in {url.display}", hint="no branch has that name; check the watched branch",
+                     ref="unknown-ref")
+
+
 def _clone_into(work: Path, url: RepoUrl, ref: str, token: SecretStr | None, username: str | None) -> Checkout:
     import git  # GitPython; imported here to keep `slipway` import light
 
     repo_dir = work / "repo"
     env = _git_env(work, token, username, urlsplit(url.url).hostname if url.kind == "https" else None)
     cmd = git.Git(str(work))
-    safety = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always",
-              "-c", "protocol.file.allow=always", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
-              "-c", "core.fsmonitor=false", "-c", "http.followRedirects=false",
-              "-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60"]
+    safety = _SAFETY
     timeout = clone_timeout_s()
     try:
         cmd.execute(["git", *safety, "clone", "--quiet", "--no-checkout", "--", url.url, str(repo_dir)], env=env,

@@ -97,6 +97,35 @@ def test_prefect_deployment_run_executes_a_release_on_the_worker(worker, app_rep
     print(f"release through the worker: {time.monotonic() - started:.1f}s")
 
 
+def test_the_watch_deployment_releases_a_pushed_commit_once_on_the_worker(worker, app_repo):
+    """Release on push: the watch deployment finds the branch's new head and starts one release/release run for it."""
+    import json
+
+    repo = app_repo()
+    spec = (repo.path / "slipway.yaml").read_text()
+    repo.write("slipway.yaml", spec[: spec.index("environments:")] + "environments:\n  - name: dev\n").commit("dev only")
+    repos = json.dumps([{"repo_url": repo.url, "branch": "main"}])
+    done = prefect_cli(worker, "deployment", "run", "watch/watch", "-p", f"repos={repos}", "--watch", "--watch-timeout", "120")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+    from conftest import git
+
+    entries = wait_for(lambda: [e for e in ledger_entries(repo.app, "dev") if e.kind == "verified"], 240, "the release the watch started")
+    assert entries[0].commit == git(repo.path, "rev-parse", "HEAD")
+    again = prefect_cli(worker, "deployment", "run", "watch/watch", "-p", f"repos={repos}", "--watch", "--watch-timeout", "120")
+    assert again.returncode == 0
+    assert len(_release_runs_of(repo.url)) == 1  # nothing pushed since: the second check started nothing
+
+
+def _release_runs_of(repo_url: str) -> list:
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["release"])), limit=200)
+    return [r for r in runs if (r.parameters or {}).get("repo_url") == repo_url]
+
+
 CANARY_DEV = """
   - name: dev
     strategy: {canary: {steps: [50, 100], bake: 120s}}
