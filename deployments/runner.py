@@ -114,6 +114,18 @@ def check_blocks(spec) -> list[str]:
     return lines
 
 
+def read_secret(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    return str(Secret.load(name).get())
+
+
+def serve_webhook(host: str, port: int, secret: bytes):
+    from deployments.webhook import serve
+
+    return serve(host, port, secret)
+
+
 def declared_environments(app: str, store_block: str = "default") -> list[str] | None:
     """The environments APP's latest recorded spec declares (else those its ledger knows); None: APP was never released."""
     store, ledger = _store_and_ledger(store_block)

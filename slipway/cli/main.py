@@ -202,6 +202,26 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook(args: argparse.Namespace) -> int:
+    """Receive push webhooks; each verified push becomes a `slipway.push` event that the release deployment's trigger
+    releases. Runs until interrupted."""
+    import threading
+
+    runner = _runner(args)
+    secret = runner.read_secret(args.secret_block) if args.secret_block else os.environ.get("SLIPWAY_WEBHOOK_SECRET", "")
+    if len(secret) < 16:
+        raise CliError("no webhook secret: set SLIPWAY_WEBHOOK_SECRET (16 characters or more, the secret the git host signs "
+                       "deliveries with) or pass --secret-block NAME (a Prefect Secret block)")
+    server = runner.serve_webhook(args.host, args.port, secret.encode())
+    print(f"receiving push webhooks on http://{args.host}:{server.server_address[1]}/hooks/push "
+          "(GitHub, Gitea: HMAC signature; GitLab: token); Ctrl-C stops", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     out = _runner(args).unlock(args.app, args.env)
     print(out["detail"])
@@ -354,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sch = sub.add_parser("schema", help="print the JSON Schema of slipway.yaml (for editors)")
     sch.set_defaults(func=cmd_schema)
+
+    wh = sub.add_parser("webhook", help="receive push webhooks (GitHub, GitLab, Gitea) and release the pushed commit through the "
+                                        "release deployment's trigger")
+    wh.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; put a TLS proxy in front)")
+    wh.add_argument("--port", type=int, default=8088)
+    wh.add_argument("--secret-block", default=None, help="a Prefect Secret block with the webhook secret (else SLIPWAY_WEBHOOK_SECRET)")
+    wh.set_defaults(func=cmd_webhook)
 
     ul = sub.add_parser("unlock", help="free ENV's lock when no live run holds it (a holder killed, a server that lost its leases)")
     ul.add_argument("app")

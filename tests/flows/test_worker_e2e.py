@@ -117,6 +117,39 @@ def test_the_watch_deployment_releases_a_pushed_commit_once_on_the_worker(worker
     assert len(_release_runs_of(repo.url)) == 1  # nothing pushed since: the second check started nothing
 
 
+def test_a_signed_push_webhook_releases_the_pushed_commit_through_the_release_trigger(worker, app_repo):
+    """`slipway webhook`'s receiver in this process: a verified push becomes the slipway.push event, and the release
+    deployment's trigger releases that commit on the worker."""
+    import hashlib
+    import hmac
+    import json
+    import urllib.request
+    import uuid
+
+    from conftest import git
+    from deployments.webhook import serve
+
+    repo = app_repo()
+    spec = (repo.path / "slipway.yaml").read_text()
+    head = repo.write("slipway.yaml", spec[: spec.index("environments:")] + "environments:\n  - name: dev\n").commit("dev only")
+    secret = b"webhook-secret-for-the-e2e-test"
+    server = serve("127.0.0.1", 0, secret)
+    try:
+        body = json.dumps({"ref": "refs/heads/main", "after": head, "repository": {"clone_url": repo.url}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_address[1]}/hooks/push", data=body, method="POST",
+            headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+                     "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 202
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    verified = wait_for(lambda: [e for e in ledger_entries(repo.app, "dev") if e.kind == "verified"], 240, "the pushed release")
+    assert verified[0].commit == head == git(repo.path, "rev-parse", "HEAD")
+
+
 def _release_runs_of(repo_url: str) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
