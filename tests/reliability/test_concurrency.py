@@ -117,7 +117,9 @@ def test_five_concurrent_releases_of_one_app_to_dev_deploy_one_at_a_time_and_los
         def run(ref: str) -> None:
             started = time.monotonic()
             try:
-                state = release(repo_url=repo.url, ref=ref, only=["dev"], lock_wait=900, return_state=True)
+                # allow_older: all five deploy, one after the other, whatever their order (without it the older ones
+                # are superseded by the newest waiting: tests/flows/test_superseded.py); this test is about the lock
+                state = release(repo_url=repo.url, ref=ref, only=["dev"], lock_wait=900, allow_older=True, return_state=True)
                 results[ref] = {"state": state, "seconds": time.monotonic() - started}
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 results[ref] = {"error": repr(exc), "seconds": time.monotonic() - started}
