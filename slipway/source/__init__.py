@@ -1,2 +1,2 @@
-"""Where a release comes from: cloning a pinned commit (``git``) and running the repository's tests
-(``testrun``)."""
+"""Where a release comes from: cloning a pinned commit (``git``), running the repository's tests sandboxed
+(``testrun``), and noticing new commits: by polling (``watch``) or by push webhooks (``webhook``)."""
