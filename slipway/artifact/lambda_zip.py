@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from slipway.core import manifest
+from slipway.core.manifest import sha256_file
 from slipway.core.childenv import scrubbed_environ
 from slipway.core.errors import ArtifactTooLarge, BuildError, SpecError
 from slipway.core.home import cache_dir
@@ -119,7 +120,7 @@ def build_lambda_zip(
                 size, max_zipped, "zipped", compressed,
                 "upload the zip through S3, trim dependencies or use a container image",
             )
-        digest = _sha256_file(tmp)
+        digest = sha256_file(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600
         final = out_dir / f"{digest}.zip"
         os.replace(tmp, final)
@@ -329,14 +330,6 @@ def _write_zip(dest: Path, files: dict[str, Path]) -> dict[str, int]:
             zf.writestr(info, path.read_bytes(), compresslevel=_COMPRESSLEVEL)
             compressed[arc] = info.compress_size
     return compressed
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _human(n: int) -> str:

@@ -26,17 +26,10 @@ from pydantic import ValidationError
 
 from slipway.core.aws import aws_call, error_code, is_not_found, is_precondition_failed, translate
 from slipway.core.errors import DeployError, PublishError
+from slipway.core.manifest import sha256_file  # noqa: F401 - also this module's public name for it
 from slipway.core.signing import Signer, opened, seal
 from slipway.core.models import ArtifactRef, Provenance
 from slipway.spec.schema import Spec
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ArtifactStore:
@@ -163,24 +156,24 @@ class ArtifactStore:
         return spec
 
     # ---- reads ----------------------------------------------------------------------------------
-    def _get_json(self, key: str) -> dict | None:
+    def _get_body(self, key: str) -> bytes | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if is_not_found(exc):
                 return None
             raise translate(exc, PublishError, f"read s3://{self.bucket}/{key}") from exc
-        return json.loads(body)
+
+    def _get_json(self, key: str) -> dict | None:
+        body = self._get_body(key)
+        return None if body is None else json.loads(body)
 
     def _get_signed(self, key: str) -> dict | None:
         """A manifest or pointer, its signature checked (with a key) and removed; None when absent. Raises ValueError
         naming the problem for bytes that are not JSON or a signature that does not verify."""
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            raise translate(exc, PublishError, f"read s3://{self.bucket}/{key}") from exc
+        body = self._get_body(key)
+        if body is None:
+            return None
         try:
             data, problem = opened(self.signer, key, body)
         except ValueError:

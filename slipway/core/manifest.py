@@ -35,7 +35,7 @@ def snapshot(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, str]:
             elif stat.S_ISDIR(st.st_mode):
                 found[rel] = "dir"
             elif stat.S_ISREG(st.st_mode):
-                found[rel] = "sha256:" + _sha256(path) + ("+x" if st.st_mode & stat.S_IXUSR else "")
+                found[rel] = "sha256:" + sha256_file(path) + ("+x" if st.st_mode & stat.S_IXUSR else "")
             else:
                 found[rel] = "special"
     return found
@@ -67,7 +67,8 @@ def differences(root: Path, manifest_path: Path, skip: frozenset[str] = frozense
     return "; ".join(parts) or None
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path) -> str:
+    """The sha256 of a file, read in 1 MB chunks (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
