@@ -12,7 +12,43 @@ from slipway.core.aws import make_client
 
 
 def aws_clients(credentials: AwsCredentials, *services: str, region: str | None = None, read_timeout: float = 60) -> list[Any]:
-    """boto3 clients from an AwsCredentials block: its session, endpoint and client parameters, our retries."""
+    """boto3 clients from an AwsCredentials block: its session, endpoint and client parameters, our retries.
+
+    Clients are kept for the process, keyed by a digest of the block's values (secrets included, never stored) and the
+    client's settings: a release builds about five instead of one per environment and check (~30 ms each). boto3
+    clients are thread-safe and refresh temporary credentials themselves; a changed block is a different key."""
+    key = (_credentials_digest(credentials), region, read_timeout)
+    missing = [svc for svc in dict.fromkeys(services) if (key, svc) not in _CLIENTS]
+    if missing:
+        for svc, client in zip(missing, _new_clients(credentials, missing, region, read_timeout)):
+            _CLIENTS[(key, svc)] = client
+        while len(_CLIENTS) > 64:
+            _CLIENTS.pop(next(iter(_CLIENTS)))
+    return [_CLIENTS[(key, svc)] for svc in services]
+
+
+_CLIENTS: dict[tuple, Any] = {}
+
+
+def _credentials_digest(credentials: AwsCredentials) -> str:
+    import hashlib
+    import json
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    values = {name: plain(getattr(credentials, name, None)) for name in type(credentials).model_fields}
+    values["aws_client_parameters"] = plain(credentials.aws_client_parameters.model_dump())
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _new_clients(credentials: AwsCredentials, services: list[str], region: str | None, read_timeout: float) -> list[Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from slipway.core.aws import translate

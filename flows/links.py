@@ -49,11 +49,14 @@ def artifact_url(key: str) -> str | None:
     return f"{run_url.split('/runs/flow-run/')[0]}/artifacts/key/{key}" if run_url else None
 
 
+HISTORY_ROWS = 20  # the UI's table of the newest entries; `slipway history` shows all of them
+
+
 def publish_history_artifact(store_block: str, app: str, env: str) -> None:
     """Mirror the ledger in the UI. Best effort: never turn a verified deploy into a failure over a UI mirror."""
     try:
         _, ledger = open_store(store_block)
-        rows = history_rows(ledger.history(app, env, limit=50))
+        rows = history_rows(ledger.history(app, env, limit=HISTORY_ROWS))
         create_table_artifact(key=artifact_key("history", app, env), table=rows, description=f"Ledger of {app}/{env}, newest first")
     except Exception as exc:  # noqa: BLE001
         get_run_logger().warning("could not publish the history artifact of %s/%s: %s", app, env, exc)

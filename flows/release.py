@@ -33,6 +33,7 @@ from slipway.rollout.planning import RolloutPlan, plan_rollout, select_environme
 from slipway.source.git import Checkout, discard_checkout, validate_ref, validate_repo_url
 from slipway.spec.schema import Spec
 from tasks import artifact_tasks as a, deploy_tasks as d, image_tasks as i
+from tasks.resolution import one_resolution_per_run
 from tasks.wiring import docker_client, location_for, registry_coordinates
 
 
@@ -48,21 +49,22 @@ def release(
     ``allow_older``: deploy even where a newer commit is live (a deliberate downgrade; else that stage is superseded)."""
     validate_repo_url(repo_url)  # refused before anything runs
     validate_ref(ref)
-    a.check_artifact_store(store_block)
-    checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest, allow_older=allow_older)
-    try:
-        checkout = a.clone_repo(repo_url, ref, git_token_block)
-        spec = prepare(checkout, progress, only, store_block, registry_block)
-        artifact = obtain_artifact(checkout, spec, progress, store_block, registry_block)
-        return deploy_and_report(checkout, ref, spec, artifact, progress, only, store_block, lock_wait)
-    except ReleaseFailed:
-        raise  # it published its own report
-    except Exception as exc:  # noqa: BLE001 - every failure after the clone leaves a record; re-raised below
-        report_early_failure(exc, progress, checkout, repo_url, ref, store_block)
-        raise
-    finally:
-        if checkout is not None:
-            discard_checkout(checkout)
+    with one_resolution_per_run():  # the environments' subflows share this run's blocks and clients
+        a.check_artifact_store(store_block)
+        checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest, allow_older=allow_older)
+        try:
+            checkout = a.clone_repo(repo_url, ref, git_token_block)
+            spec = prepare(checkout, progress, only, store_block, registry_block)
+            artifact = obtain_artifact(checkout, spec, progress, store_block, registry_block)
+            return deploy_and_report(checkout, ref, spec, artifact, progress, only, store_block, lock_wait)
+        except ReleaseFailed:
+            raise  # it published its own report
+        except Exception as exc:  # noqa: BLE001 - every failure after the clone leaves a record; re-raised below
+            report_early_failure(exc, progress, checkout, repo_url, ref, store_block)
+            raise
+        finally:
+            if checkout is not None:
+                discard_checkout(checkout)
 
 
 def prepare(checkout: Checkout, progress: ReleaseProgress, only: list[str] | None, store_block: str, registry_block: str) -> Spec:

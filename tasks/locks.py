@@ -87,12 +87,24 @@ def _holder_variable(name: str) -> str:
 
 
 def _set_holder(name: str, lease: UUID) -> None:
+    """Record the lease and the runs holding it: this run and the release it belongs to (the run a worker marks Crashed).
+    One write: update the variable, create it on the first use (Prefect's ``Variable.set`` reads it twice more)."""
+    import httpx
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
     from prefect.runtime import flow_run
-    from prefect.variables import Variable
 
-    runs = [run for run in dict.fromkeys([flow_run.get_id(), flow_run.get_root_flow_run_id()]) if run]
+    from tasks.resolution import resolution_run_id
+
+    runs = [run for run in dict.fromkeys([flow_run.get_id(), resolution_run_id() or flow_run.get_root_flow_run_id()]) if run]
+    value = {"lease": str(lease), "runs": [str(run) for run in runs]}
     try:
-        Variable.set(_holder_variable(name), {"lease": str(lease), "runs": runs}, overwrite=True)
+        with get_client(sync_client=True) as client:
+            try:
+                client.update_variable(VariableUpdate(name=_holder_variable(name), value=value))
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                client.create_variable(VariableCreate(name=_holder_variable(name), value=value))
     except Exception:  # noqa: BLE001 - only lets a dead holder's lock go sooner; the lease still expires
         pass
 

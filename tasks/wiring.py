@@ -2,33 +2,34 @@
 
 Everything a task needs about an environment arrives as an ``EnvRef`` (typed, frozen); ``env_context(ref)`` turns it
 into the ``EnvContext`` the rollout steps use (the ledger and the target, with their AWS or Docker clients). Both the
-blocks and the resolved contexts are kept per flow run: a release's tasks share one resolution, and the next run
-resolves again, so a changed block is always picked up by the next release. Nothing else in ``tasks/`` loads a block
-or builds a client.
+blocks and the resolved contexts are kept per flow run (``tasks.resolution``): a release's tasks and its environments'
+subflows share one resolution, and the next run resolves again, so a changed block is always picked up by the next
+release. Nothing else in ``tasks/`` loads a block or builds a client.
 
 Retries happen only for transient errors (throttling, 5xx, connection errors): ``TRANSIENT_RETRIES``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from blocks import ArtifactStoreBlock, DockerHostBlock, EcsTargetBlock, LambdaTargetBlock, RegistryBlock, aws_clients, parse_port_range
-from slipway.artifact.registry import RegistryAuth, ecr_auth
 from slipway.artifact.store import ArtifactStore
 from slipway.core.aws import is_transient
 from slipway.core.errors import CredentialsError, DeployError
 from slipway.record.ledger import Ledger
 from slipway.rollout.staged import EnvContext, EnvRef
 from slipway.spec.schema import SecretRef, Spec
+from tasks.resolution import CONTEXTS, STORES, load_block
 from tasks.secrets import resolved_environment, store_signer
+
+if TYPE_CHECKING:
+    from slipway.artifact.registry import RegistryAuth
 from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, check_function_name
-from slipway.targets.docker_host import DockerHostTarget, allocate_listen_port, proxy_for, route_name
 from slipway.targets.ecs import EcsSettings, EcsTarget
 
 
@@ -39,43 +40,6 @@ def retry_on_transient(task, task_run, state) -> bool:
 
 
 TRANSIENT_RETRIES = dict(retries=3, retry_delay_seconds=[1, 4, 10], retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE)
-
-
-class _PerRun:
-    """A small bounded memo keyed by the flow run: values are shared by one run's tasks and rebuilt by the next run.
-    Outside a flow run (a script, a test) nothing is kept unless ``outside_runs``."""
-
-    def __init__(self, size: int = 256, *, outside_runs: bool = False) -> None:
-        self._values: OrderedDict[tuple, Any] = OrderedDict()
-        self._size = size
-        self._outside_runs = outside_runs
-
-    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
-        run = str(flow_run.get_id() or "")
-        if not run and not self._outside_runs:
-            return make()
-        key = (run, *key)
-        if key not in self._values:
-            self._values[key] = make()
-            while len(self._values) > self._size:
-                self._values.popitem(last=False)
-        self._values.move_to_end(key)
-        return self._values[key]
-
-
-_BLOCKS, _STORES, _CONTEXTS = _PerRun(outside_runs=True), _PerRun(), _PerRun()
-
-
-# ---- blocks ------------------------------------------------------------------------------------------------
-def load_block(block_cls: type, name: str, *, missing: str | None = None, hint: str = "", ref: str = "block-missing"):
-    """Load a block for this run (one API call per block and run). With ``missing``, a block that does not exist is a
-    one-line CredentialsError."""
-    try:
-        return _BLOCKS.get((block_cls, name), lambda: block_cls.load(name))
-    except (ValueError, ObjectNotFound) as exc:
-        if missing is None:
-            raise
-        raise CredentialsError(missing, hint=hint, ref=ref) from exc
 
 
 def store_block(name: str) -> ArtifactStoreBlock:
@@ -94,12 +58,12 @@ def open_store(name: str) -> tuple[ArtifactStore, Ledger]:
         return (ArtifactStore(s3, block.bucket, block.prefix, block.kms_key_id, signer=signer),
                 Ledger(s3, block.bucket, block.prefix, kms_key_id=block.kms_key_id, signer=signer))
 
-    return _STORES.get(("store", name), make)
+    return STORES.get(("store", name), make)
 
 
 def store_client(name: str, service: str):
     """Another AWS client in the artifact store's account and region (SSM for flags, CloudWatch for alarms)."""
-    return _STORES.get(("client", name, service), lambda: aws_clients(store_block(name).credentials, service)[0])
+    return STORES.get(("client", name, service), lambda: aws_clients(store_block(name).credentials, service)[0])
 
 
 def resolve_target_block(env_name: str, explicit: str | None, block_cls: type = LambdaTargetBlock) -> tuple[str, Any]:
@@ -161,6 +125,8 @@ def _lambda_location(spec: Spec, env_name: str, block) -> dict:
 
 
 def _docker_host_target(ref: EnvRef, block, read_timeout: float, extra_env: dict):
+    from slipway.targets.docker_host import DockerHostTarget, proxy_for  # the docker SDK only where a Docker target is used
+
     loc = ref.location
     return DockerHostTarget(
         docker_client(block.engine_url), proxy_for(block.proxy_root, block.nginx_binary), app=ref.app, env=ref.environment,
@@ -173,6 +139,8 @@ def _docker_host_target(ref: EnvRef, block, read_timeout: float, extra_env: dict
 
 
 def _docker_host_location(spec: Spec, env_name: str, block) -> dict:
+    from slipway.targets.docker_host import allocate_listen_port, proxy_for, route_name
+
     proxy = proxy_for(block.proxy_root, block.nginx_binary)
     port = allocate_listen_port(proxy, route_name(spec.app, env_name), parse_port_range(block.stable_ports))
     return {
@@ -248,7 +216,7 @@ def env_context(ref: EnvRef, read_timeout: float = 60) -> EnvContext:
         return EnvContext(ledger=ledger, app=ref.app, environment=ref.environment, target=target, checks=list(ref.checks),
                           run_id=str(flow_run.get_id() or "") or None, target_block=block_name, flags=ref.flags, store=store)
 
-    ctx = _CONTEXTS.get((ref.cache_key(), read_timeout), make)
+    ctx = CONTEXTS.get((ref.cache_key(), read_timeout), make)
     _KNOWN[(ref.app, ref.environment)] = ctx
     return ctx
 
@@ -268,7 +236,7 @@ def alarm_client(ref: EnvRef):
     _, block = resolve_target_block(ref.environment, ref.target_block, block_cls)
     credentials = getattr(block, "credentials", None)
     if credentials is not None:
-        return _STORES.get(("cloudwatch", ref.target_type, ref.environment, ref.target_block),
+        return STORES.get(("cloudwatch", ref.target_type, ref.environment, ref.target_block),
                            lambda: aws_clients(credentials, "cloudwatch", region=getattr(block, "region", None))[0])
     return store_client(ref.store_block, "cloudwatch")
 
@@ -282,6 +250,8 @@ def lambda_account_clients(env_name: str, target_block: str | None) -> tuple[Any
 
 def registry_coordinates(registry_block: str, app: str) -> tuple[str, str, RegistryAuth | None]:
     """(registry host, repository name, credentials) of ``app``'s images, from the registry block (an ECR block logs in)."""
+    from slipway.artifact.registry import RegistryAuth, ecr_auth  # the docker SDK only where images are built
+
     block = load_block(
         RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
         hint="run `slipway local up` with a Docker engine running, or create the block (docs/blocks.md)", ref="registry-block-missing",

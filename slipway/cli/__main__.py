@@ -1,5 +1,3 @@
-import sys
+from slipway.cli.main import run
 
-from slipway.cli.main import main
-
-sys.exit(main())
+run()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
@@ -26,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from slipway.core.aws import is_not_found, is_precondition_failed, translate
 from slipway.core.signing import Signer, opened, seal
 from slipway.core.errors import LedgerError
+
+READ_PARALLELISM = 8  # entries read at once (a history, the tail after a checkpoint)
 
 EntryKind = Literal[
     "deploy-started",  # about to move the alias to a new version (in progress from here)
@@ -266,10 +269,18 @@ class Ledger:
         try:
             keys = [obj["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs) for obj in page.get("Contents", [])]
             keys = sorted(keys)[-limit:] if limit else sorted(keys)
-            entries = [self._entry_at(key) for key in keys]
+            entries = self._entries_at(keys)
         except ClientError as exc:
             raise translate(exc, LedgerError, "read ledger entries", target=f"{app}/{env}") from exc
         return sorted(entries, key=lambda e: e.seq)
+
+    def _entries_at(self, keys: list[str]) -> list[LedgerEntry]:
+        """The entries at ``keys``, read a few at a time (boto3 clients are thread-safe; S3 serves parallel reads):
+        a history of 50 entries is 50 GETs, and one after another they are most of a re-release's AWS time."""
+        if len(keys) <= 2:
+            return [self._entry_at(key) for key in keys]
+        with ThreadPoolExecutor(max_workers=min(READ_PARALLELISM, len(keys))) as pool:
+            return list(pool.map(self._entry_at, keys))
 
     def _entry_at(self, key: str) -> LedgerEntry:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()

@@ -41,10 +41,12 @@ the metrics that decided it and their numbers.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 MIN_EXPECTED_FOR_Z = 5.0  # textbook validity condition for the normal approximation of a 2x2 table
@@ -138,6 +140,8 @@ def judge_error_rate(stable: SideSample, canary: SideSample, t: CanaryThresholds
 def judge_latency(stable: SideSample, canary: SideSample, t: CanaryThresholds) -> MetricVerdict:
     _validate(stable, "stable")
     _validate(canary, "canary")
+    import numpy as np  # numpy (and scipy) only when a canary is judged
+
     s, c = np.asarray(stable.latencies_ms, dtype=float), np.asarray(canary.latencies_ms, dtype=float)
     evidence = dict(
         metric="latency",
@@ -215,6 +219,8 @@ def _validate(side: SideSample, name: str) -> None:
         raise ValueError(f"{name} sample: errors must be >= 0, got {side.errors}")
     if side.errors > side.requests:
         raise ValueError(f"{name} sample: errors ({side.errors}) exceed requests ({side.requests})")
+    import numpy as np
+
     lat = np.asarray(side.latencies_ms, dtype=float)
     bad = ~np.isfinite(lat) | (lat < 0)
     if bad.any():
@@ -224,6 +230,8 @@ def _validate(side: SideSample, name: str) -> None:
 def _latency_summary(lat: np.ndarray) -> dict:
     if lat.size == 0:
         return {"samples": 0, "median_ms": None, "p95_ms": None}
+    import numpy as np
+
     return {"samples": int(lat.size), "median_ms": float(np.median(lat)), "p95_ms": float(np.percentile(lat, 95))}
 
 

@@ -271,3 +271,27 @@ def test_spec_environment_values_never_reach_flow_run_parameters_and_a_tampered_
         store.read_spec(repo.app, digest)
     assert info.value.ref == "artifact-tampered" and "does not hash to its name" in str(info.value)
     s3.put_object(Bucket=store.bucket, Key=key, Body=body)  # leave the store as the release wrote it
+
+
+def test_a_release_resolves_each_block_once_for_all_its_environments(prefect_api, app_repo, monkeypatch):
+    """The environments' subflows share the release's resolution: one request per block (a missing per-environment
+    target block included), not one per environment and step."""
+    from collections import Counter
+
+    import httpx
+
+    repo = app_repo()
+    assert run_release(repo_url=repo.url, ref="v1")[0].is_completed()
+    loads: Counter = Counter()
+    original = httpx.HTTPTransport.handle_request
+
+    def counting(self, request):
+        if request.method == "GET" and "/block_documents/name/" in request.url.path:
+            loads[request.url.path.split("/block_types/slug/", 1)[1]] += 1
+        return original(self, request)
+
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", counting)
+    state, summary = run_release(repo_url=repo.url, ref="v1")  # unchanged: three re-verifications
+    assert state.is_completed(), summary
+    assert loads and max(loads.values()) == 1, loads
+    assert "slipway-lambda-target/block_documents/name/dev" in loads  # looked for once, then `default`
