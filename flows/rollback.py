@@ -1,7 +1,8 @@
 """The ``rollback`` flow: put an environment back on a verified release, verify it, record it.
 
 It runs three ways: as the subflow a failed ``deploy-environment`` run's state hook fires; from a deployment trigger
-on a failed or crashed run (with only ``failed_run_id``); and on demand (``slipway rollback``, the UI).
+where that hook could not do it (a crashed run, with only ``failed_run_id``; a ``slipway.rollback.needed`` event from a
+hook whose rollback failed); and on demand (``slipway rollback``, the UI).
 """
 
 from __future__ import annotations
@@ -86,12 +87,22 @@ def _roll_back_after_failed_run(failed_run_id: str, reason: str, store_block: st
     targets = [(r.parameters["app"], r.parameters["environment"], str(r.id), r.parameters.get("store_block", store_block))
                for r in runs if r.name.startswith("deploy ") and "app" in (r.parameters or {}) and "environment" in r.parameters]
     why = reason or f"run {run.name} ended {run.state.name if run.state else '?'}"
-    done = {}
+    done, checked = {}, []
     for app, env, run_id, block in targets:
-        get_run_logger().info("rolling back %s/%s if run %s left it in progress", app, env, run_id)
+        checked.append(f"{app}/{env}")
+        if not _left_in_progress(app, env, run_id, block):  # read only: no subflow run (and no lock) for nothing to do
+            get_run_logger().info("%s/%s: nothing of run %s is in progress (its own rollback ran): nothing to do", app, env, run_id)
+            continue
+        get_run_logger().info("rolling back %s/%s: run %s left it in progress", app, env, run_id)
         done[f"{app}/{env}"] = rollback(app=app, environment=env, reason=why, automatic=True, store_block=block,
                                         failed_run_id=run_id, lock_wait=lock_wait)
-    return {"failed_run_id": failed_run_id, "rolled_back": {k: v for k, v in done.items() if v}, "checked": sorted(done)}
+    return {"failed_run_id": failed_run_id, "rolled_back": {k: v for k, v in done.items() if v}, "checked": sorted(checked)}
+
+
+def _left_in_progress(app: str, environment: str, run_id: str, store_block: str) -> bool:
+    """Does the ledger show a deploy of ``run_id`` still in progress (the rollback under the lock decides again)?"""
+    in_progress = open_store(store_block)[1].head(app, environment).in_progress
+    return in_progress is not None and (in_progress.run_id in (None, run_id))
 
 
 def _cause_of(exc: BaseException | None) -> dict | None:
@@ -150,6 +161,9 @@ def roll_back_failed_stage(flow, flow_run, state) -> None:
                  store_block=params.get("store_block", "default"), failed_run_id=str(flow_run.id), cause=_cause_of(exc))
     except Exception as err:  # noqa: BLE001 - recorded as rollback-failed in the ledger; the release reports it
         logging.getLogger("slipway").error("automatic rollback of %s/%s failed: %s", params["app"], params["environment"], err)
+        # the rollback deployment's trigger (prefect.yaml) tries again on a worker: a failed run starts nothing else
+        emit("slipway.rollback.needed", params["app"], params["environment"], failed_run_id=str(flow_run.id),
+             reason=reason, error=str(err)[:300])
 
 
 __all__ = ["rollback", "roll_back_failed_stage"]

@@ -172,9 +172,10 @@ def reconcile_environment(ref: EnvRef) -> str | None:
     is dead. It held this lock while it worked, and the lock is ours now, so a run Prefect still shows as running was
     killed where no worker saw it (a CLI process, a server that restarted): it is marked Crashed."""
     ctx = env_context(ref)
-    stale = ctx.head().in_progress
+    head = ctx.head()
+    stale = head.in_progress
     try:
-        outcome = staged.reconcile(ctx)
+        outcome = staged.reconcile(ctx, head)
     except RollbackError as exc:  # the deploy that follows replaces what is there; it must not be blocked
         get_run_logger().warning("could not reconcile %s first (%s); deploying over it", ctx.environment, exc)
         return None

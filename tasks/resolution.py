@@ -38,13 +38,14 @@ class _PerRun:
     are shared by one run's tasks and rebuilt by the next run. Outside a flow run (a script, a test) nothing is kept
     unless ``outside_runs``."""
 
-    def __init__(self, size: int = 256, *, outside_runs: bool = False) -> None:
+    def __init__(self, size: int = 256, *, outside_runs: bool = False, shared_with_subflows: bool = True) -> None:
         self._values: OrderedDict[tuple, Any] = OrderedDict()
         self._size = size
         self._outside_runs = outside_runs
+        self._shared = shared_with_subflows
 
     def get(self, key: tuple, make: Callable[[], Any]) -> Any:
-        run = _current_run()
+        run = _current_run() if self._shared else str(flow_run.get_id() or "")
         if not run and not self._outside_runs:
             return make()
         key = (run, *key)
@@ -56,14 +57,16 @@ class _PerRun:
         return self._values[key]
 
     def forget(self, key: tuple) -> None:
-        self._values.pop((_current_run(), *key), None)
+        self._values.pop((_current_run() if self._shared else str(flow_run.get_id() or ""), *key), None)
 
 
 def _current_run() -> str:
     return _SHARED_WITH_SUBFLOWS.get() or str(flow_run.get_id() or "")
 
 
-BLOCKS, STORES, CONTEXTS = _PerRun(outside_runs=True), _PerRun(), _PerRun()
+# An environment's context records the run that uses it (its ledger entries name that run, and a rollback hook acts
+# only on its own run's deploy): contexts are never shared between a release and its subflows.
+BLOCKS, STORES, CONTEXTS = _PerRun(outside_runs=True), _PerRun(), _PerRun(shared_with_subflows=False)
 
 
 def load_block(block_cls: type, name: str, *, missing: str | None = None, hint: str = "", ref: str = "block-missing"):

@@ -90,8 +90,10 @@ def cmd_local(args: argparse.Namespace) -> int:
             print(f"  export {key}={value}")
         return 0
     if args.local_cmd == "down":
-        result = localstack.down()
-        print(f"local stack down (stopped: {', '.join(result['stopped']) or 'nothing was running'})")
+        result = localstack.down(reset=args.reset)
+        print(f"local stack down (stopped: {', '.join(result['stopped']) or 'nothing was running'})"
+              + ("; its state was removed: the next `slipway local up` starts empty" if args.reset else
+                 "; its state is kept for the next `slipway local up` (`--reset` removes it)"))
         return 0
     info = localstack.status()
     if args.json:
@@ -334,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="the embedded local stack (Prefect server + local AWS)")
     lsub = local.add_subparsers(dest="local_cmd", required=True, parser_class=_Parser)
     lsub.add_parser("up", help="start it in the background (idempotent) and save blocks pointing at it")
-    lsub.add_parser("down", help="stop it")
+    dn = lsub.add_parser("down", help="stop it (what it held is kept for the next `local up`)")
+    dn.add_argument("--reset", action="store_true", help="also remove its state: runs, artifacts, ledger, flags, functions")
     st = lsub.add_parser("status", help="what runs and the environment to export")
     st.add_argument("--json", action="store_true")
     local.set_defaults(func=cmd_local)

@@ -211,6 +211,24 @@ def demo_diagnose() -> list[str]:
     return problems
 
 
+def demo_restart(status: dict) -> list[str]:
+    """The stack keeps what it held across `local down` / `local up`: the ledger (and the artifacts, functions and
+    flags behind it) and the Prefect UI on the same port, so `slipway history` and the UI agree."""
+    print("\n=== 5. the stack keeps its state: `slipway local down`, `slipway local up`, the same history ===", flush=True)
+    before = json.loads(_slipway("history", "hello", "--json", show=False).stdout)
+    _slipway("local", "down")
+    _slipway("local", "up")
+    after_status = json.loads(_slipway("local", "status", "--json", show=False).stdout)
+    after = json.loads(_slipway("history", "hello", "--json", show=False).stdout)
+    problems = []
+    if after != before:
+        problems.append(f"restart: `slipway history hello` had {len(before)} entries before `local down`, {len(after)} after `local up`")
+    if after_status.get("ui_url") != status.get("ui_url"):
+        problems.append(f"restart: the Prefect UI moved from {status.get('ui_url')} to {after_status.get('ui_url')}")
+    print(f"  hello's ledger: {len(before)} entries before, {len(after)} after; Prefect UI still at {after_status.get('ui_url')}")
+    return problems
+
+
 def main() -> int:
     os.environ.setdefault("SLIPWAY_HOME", str(slipway_home()))
     _sandbox_or_say_so()
@@ -231,6 +249,7 @@ def main() -> int:
         lines += more_lines
 
     problems += demo_diagnose()
+    problems += demo_restart(status)
 
     print("\n=== demo outcome ===")
     print("\n".join(lines))

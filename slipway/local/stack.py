@@ -323,8 +323,26 @@ def _up(home: Path, timeout: float, sleep: Callable[[float], None]) -> dict:
     state.update(aws)
     _write_state(home, state)
     result = status(home)
-    result["started"] = [c.name for c, _, _ in started]
+    result["started"] = [c.name for c, _, _ in started] + _restart_proxy(home)
     return result
+
+
+def _restart_proxy(home: Path) -> list[str]:
+    """The nginx of local docker-host releases, back with the routes it had (`down` stopped it; the containers behind
+    it kept running). Best effort: the next docker-host release starts it anyway."""
+    proxy_root = stack_dir(home) / "proxy"
+    if not any((proxy_root / "conf.d").glob("*.conf")):
+        return []
+    from slipway.targets.nginx import NginxProxy
+
+    proxy = NginxProxy(proxy_root)
+    if proxy.master_pid():
+        return []
+    try:
+        proxy.ensure_running()
+    except Exception:  # noqa: BLE001 - no nginx here any more: the endpoints stay down until a release routes them
+        return []
+    return ["proxy"]
 
 
 def bootstrap_aws(endpoint: str) -> dict:
@@ -372,11 +390,18 @@ def _stop_pid(pid: int, marker: str, timeout: float = 15) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def down(home: Path | None = None) -> dict:
-    """Stop what ``up`` started (by pid, only if it is still ours). Idempotent."""
+def down(home: Path | None = None, *, reset: bool = False) -> dict:
+    """Stop what ``up`` started (by pid, only if it is still ours). Idempotent. The state stays for the next ``up``
+    (the Prefect database, and the local AWS endpoint's journal of changes); ``reset`` removes both, so the next
+    ``up`` starts empty (ports are kept)."""
     home = home or slipway_home()
     with _locked(home):
-        return _down(home)
+        result = _down(home)
+        if reset:
+            for kept in (stack_dir(home) / "aws" / "journal", stack_dir(home) / "prefect"):
+                shutil.rmtree(kept, ignore_errors=True)
+            result["reset"] = True
+        return result
 
 
 def _down(home: Path) -> dict:

@@ -108,9 +108,10 @@ def publish(ctx: EnvContext, artifact: ArtifactRef) -> DeployResult:
     return ctx.target.prepare(artifact).model_copy(update={"environment": ctx.environment})
 
 
-def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str) -> int:
-    """Record ``deploy-started`` (the durable "in progress" mark) and return its sequence number."""
-    head = ctx.head()
+def begin(ctx: EnvContext, artifact: ArtifactRef, version: str, message: str, head: EnvHead | None = None) -> int:
+    """Record ``deploy-started`` (the durable "in progress" mark) and return its sequence number. ``head``: the
+    environment's head as the caller just read it (the append itself still reads the ledger for its sequence number)."""
+    head = head or ctx.head()
     if ctx.flags:  # shown in `slipway history`: which flag versions this deploy delivered
         message += "; flags " + ", ".join(f"{n}={d['value']} (v{d['version']})" for n, d in sorted(ctx.flags.items()))
     entry, _ = ctx.ledger.record(
@@ -145,7 +146,7 @@ def begin_reverify(ctx: EnvContext, artifact: ArtifactRef) -> tuple[int, str]:
     """An unchanged re-release re-verifies the live release; a failure then rolls back like a deploy's."""
     head = ctx.head()
     assert head.live is not None and head.live.release_id == artifact.release_id
-    seq = begin(ctx, artifact, head.live.version, f"re-verifying {artifact.release_id} (version {head.live.version})")
+    seq = begin(ctx, artifact, head.live.version, f"re-verifying {artifact.release_id} (version {head.live.version})", head)
     return seq, head.live.version
 
 
@@ -340,9 +341,10 @@ def roll_back(
     )
 
 
-def reconcile(ctx: EnvContext) -> RollbackOutcome | None:
-    """A run that finds an in-progress record left by a dead run puts the last verified release back first."""
-    head = ctx.head()
+def reconcile(ctx: EnvContext, head: EnvHead | None = None) -> RollbackOutcome | None:
+    """A run that finds an in-progress record left by a dead run puts the last verified release back first. ``head``:
+    the head the caller just read, under the environment's lock."""
+    head = head or ctx.head()
     if head.in_progress is None:
         return None
     started = head.in_progress

@@ -101,6 +101,13 @@ def test_a_failing_smoke_check_rolls_dev_back_and_leaves_staging_and_prod_untouc
     assert statuses == {"dev": "rolled-back", "staging": "not-reached", "prod": "not-reached"}
     report = run_artifacts(state.state_details.flow_run_id)[f"release-{repo.app}"]
     assert "FAILED" in report and "| dev | rolled-back |" in report
+    # each run's entries name that run: the deploy its deploy-environment subflow, the rollback its rollback subflow
+    from tasks.wiring import open_store
+
+    entries = open_store("default")[1].entries(repo.app, "dev")
+    deploy_run = next(e.run_id for e in reversed(entries) if e.kind == "deploy-started")
+    rollback_run = next(e.run_id for e in reversed(entries) if e.kind == "rolled-back")
+    assert deploy_run and rollback_run and len({deploy_run, rollback_run, str(state.state_details.flow_run_id)}) == 3
 
 
 def test_failing_tests_stop_the_release_before_anything_is_published(prefect_api, clients, app_repo):

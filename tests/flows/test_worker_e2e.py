@@ -202,11 +202,16 @@ def test_a_release_killed_mid_canary_is_rolled_back_by_the_trigger(worker, app_r
     assert back_after < LEASE_SECONDS, f"back after {back_after:.1f}s: the rollback waited out the dead run's lease"
 
 
-def test_a_failed_release_triggers_the_rollback_deployment_which_finds_nothing_left_to_do(worker, app_repo):
-    """The in-process hook rolls back first; the trigger's rollback run then does nothing: no double rollback."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterStartTime
+def test_a_failed_release_leaves_one_rollback_run_and_the_trigger_acts_only_when_asked(worker, app_repo):
+    """The in-process hook rolls the failed stage back: one rollback run, named after what it rolls back, and nothing
+    from the rollback deployment. The trigger acts on ``slipway.rollback.needed`` (what a hook whose rollback failed
+    emits): that run finds nothing in progress and does nothing, no nested runs, no double rollback."""
     from datetime import datetime, timezone
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterStartTime
+
+    from flows.events import emit
 
     repo = app_repo()
     assert prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=v1",
@@ -216,16 +221,22 @@ def test_a_failed_release_triggers_the_rollback_deployment_which_finds_nothing_l
     failed = prefect_cli(worker, "deployment", "run", "release/release", "-p", f"repo_url={repo.url}", "-p", "ref=v2",
                          "-p", 'only=["dev"]', "--watch", "--watch-timeout", "200")
     assert failed.returncode != 0 and "Failed" in failed.stdout
+    deploy_run = next(e.run_id for e in reversed(ledger_entries(repo.app, "dev")) if e.kind == "deploy-started")
+    emit("slipway.rollback.needed", repo.app, "dev", failed_run_id=deploy_run, reason="test", error="test")
 
-    def finished_rollbacks():
+    def rollback_runs():
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["rollback"])),
-                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
-            )
-        return [r for r in runs if r.state and r.state.is_final()]
+            return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                start_time=FlowRunFilterStartTime(after_=since), name=FlowRunFilterName(like_="rollback")))
 
-    runs = wait_for(finished_rollbacks, 120, "the triggered rollback runs")
-    assert all(r.state.is_completed() for r in runs), [(r.name, r.state.name, r.state.message) for r in runs]
+    def the_triggered_run_finished():
+        runs = [r for r in rollback_runs() if r.deployment_id]
+        return runs if runs and all(r.state and r.state.is_final() for r in runs) else None
+
+    triggered = wait_for(the_triggered_run_finished, 120, "the rollback run slipway.rollback.needed triggers")
+    assert [r.name for r in triggered] == [f"rollback {repo.app}/dev"], "the failed runs themselves triggered rollbacks"
+    assert triggered[0].state.is_completed(), triggered[0].state.message
+    in_process = [r for r in rollback_runs() if not r.deployment_id]
+    assert [r.name for r in in_process] == [f"rollback {repo.app}/dev"]  # the hook's: the only one that did anything
     kinds = [e.kind for e in ledger_entries(repo.app, "dev")]
     assert kinds.count("rolled-back") == 1 and kinds[-1] == "rolled-back"  # the hook's; the trigger's found nothing to do

@@ -19,6 +19,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from slipway.core.errors import LocalStackError
 from slipway.local.aws.ecs_rollout import EcsRolloutMiddleware
+from slipway.local.aws.journal import JournalMiddleware
 from slipway.local.aws.lambda_invoke import LambdaInvokeMiddleware
 
 SEED_ENV = "SLIPWAY_LOCALAWS_SEED"
@@ -41,8 +42,9 @@ def _seed_from_env() -> int | None:
 class LocalAws:
     """A moto server on ``host:port`` (port 0 picks a free one) whose Lambda Invoke runs the invoked version.
 
-    ``work_dir`` holds extracted deployment packages (kept, keyed by sha256); without one a temporary directory
-    is used and removed by ``stop()``. ``seed`` (else ``$SLIPWAY_LOCALAWS_SEED``) makes alias routing repeatable.
+    ``work_dir`` holds extracted deployment packages (kept, keyed by sha256) and the journal of every change, replayed
+    at ``start()``, so a restarted endpoint has the state it had (``slipway.local.aws.journal``); without one a
+    temporary directory is used and removed by ``stop()``, and nothing outlives the process. ``seed`` (else ``$SLIPWAY_LOCALAWS_SEED``) makes alias routing repeatable.
 
         with LocalAws() as aws:
             boto3.client("lambda", endpoint_url=aws.endpoint, region_name="us-east-1", ...)
@@ -77,6 +79,12 @@ class LocalAws:
             self._owned_dir = Path(tempfile.mkdtemp(prefix="slipway-localaws-"))
         work_dir = self._work_dir or self._owned_dir
         app = EcsRolloutMiddleware(LambdaInvokeMiddleware(DomainDispatcherApplication(create_backend_app), work_dir, self._seed))
+        if self._work_dir is not None:  # a kept work directory keeps the state too: changes are journaled, replayed here
+            journal = JournalMiddleware(app, self._work_dir / "journal")
+            replayed, failed = journal.replay()
+            if replayed:
+                logging.getLogger("slipway.local.aws").info("restored %d change(s) from the journal (%d failed)", replayed, failed)
+            app = journal
         try:
             # Bind exactly the host given (127.0.0.1 by default), never 0.0.0.0 as moto's defaults do.
             self._server = make_server(self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler)
