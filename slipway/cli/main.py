@@ -484,7 +484,7 @@ def run() -> None:
     event loop take about 0.7 s to wind down and have nothing left to do."""
     code = main()
     runner = sys.modules.get("deployments.runner")
-    if runner is None:
+    if runner is None or "prefect" not in sys.modules:  # nothing of Prefect's to send or to wind down
         sys.exit(code)
     try:
         runner.flush_prefect_workers()

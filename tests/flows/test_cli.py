@@ -132,8 +132,10 @@ def test_history_reads_the_ledger_without_importing_prefect_or_starting_a_flow(p
     repo = app_repo()
     env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
     assert slipway("release", repo.url, "--ref", "v1", "--only", "dev", env={"PREFECT_API_URL": env["PREFECT_API_URL"]}).returncode == 0
-    code = ("import sys; from slipway.cli import main; rc = main(['history', %r, '--env', 'dev']); "
-            "print('prefect imported' if 'prefect' in sys.modules else 'prefect not imported'); sys.exit(rc)") % repo.app
+    # the command's own entry point (main, then its exit): a check at interpreter exit sees every module imported
+    code = ("import atexit, sys; atexit.register(lambda: print('prefect imported' if 'prefect' in sys.modules else "
+            "'prefect not imported')); sys.argv = ['slipway', 'history', %r, '--env', 'dev']; "
+            "from slipway.cli.main import run; run()") % repo.app
     proc = subprocess.run([sys.executable, "-c", code], text=True, capture_output=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "prefect not imported" in proc.stdout
