@@ -346,6 +346,12 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
     if ref == "drift":
         drift = evidence_data.get("drift") or {}
         evidence += [f"{k}: {v}" for k, v in drift.items()] or [message]
+        if drift.get("serving") and drift.get("serving") == drift.get("ledger_version"):  # the live version, changed around
+            return "drift", [
+                f"the target{env_note} serves the ledger's live version, but something around it was changed outside Slipway: "
+                f"{drift.get('detail') or message}",
+                "the release refused to deploy: it would have silently undone (or published along) that change",
+            ], "no change outside Slipway", evidence
         return "drift", [
             f"the target{env_note} does not serve what the ledger says is live: it was changed outside Slipway",
             "the release refused to deploy on top of unknown state (a rollback would not know where to return)",
@@ -466,6 +472,15 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
     return "unclassified", [f"no rule matches stage {stage!r} with reference {ref!r}"], None, evidence
 
 
+def _drift_fix(app: str, env: str, drift: dict) -> str:
+    if drift.get("serving") and drift.get("serving") == drift.get("ledger_version"):
+        return (f"undo the outside change with the verify flow (`prefect deployment run 'verify/verify' -p heal=true`), or make it "
+                f"part of slipway.yaml first; then release {app} again")
+    return (f"put {app}/{env} back on its verified release with `slipway rollback {app} {env} --to "
+            f"{drift.get('ledger_release') or 'RELEASE_ID'}`, or make the outside change part of a release (slipway.yaml, a commit); "
+            "then release again")
+
+
 def next_action(record: FailureRecord, classification: Classification) -> str:
     app, env = record.app, record.environment
     hint = record.error.get("hint")
@@ -480,9 +495,7 @@ def next_action(record: FailureRecord, classification: Classification) -> str:
         "network-or-aws": "re-run the release: the failure looks transient; if it repeats, check the endpoint, AWS Health and service quotas",
         "too-large-or-slow": "trim the artifact (the largest entries are listed above) or raise the budget; for a slow deploy, re-run and "
                              "check the target's update status",
-        "drift": f"put {app}/{env} back on its verified release with `slipway rollback {app} {env} --to "
-                 f"{((record.error.get('evidence') or {}).get('drift') or {}).get('ledger_release') or 'RELEASE_ID'}`, or make the outside "
-                 "change part of a release (slipway.yaml, a commit); then release again",
+        "drift": _drift_fix(app, env, (record.error.get("evidence") or {}).get("drift") or {}),
         "unclassified": hint or "read the run's logs (link above)",
     }[classification]
     if record.outcome_status == "rolled-back" and classification != "network-or-aws":

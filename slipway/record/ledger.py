@@ -45,6 +45,7 @@ EntryKind = Literal[
     "approved",  # an approval gate (or a paused INCONCLUSIVE canary) was answered yes: detail.approver, reason
     "rejected",  # ... answered no, or timed out
     "superseded",  # a release older than the live one (or than one queued behind it) stopped here, touching nothing
+    "healed",  # the verify flow (heal) undid changes made outside Slipway around the live version: detail.found
 ]
 
 

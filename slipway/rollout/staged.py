@@ -74,6 +74,13 @@ class EnvContext:
         return self.ledger.head(self.app, self.environment)
 
 
+def outside_changes(ctx: EnvContext) -> list[str]:
+    """Changes made outside Slipway that leave the live version in place but that a release would silently undo or
+    carry along (a target that cannot tell says nothing): e.g. a hand-made canary's routing weight on the alias."""
+    find = getattr(ctx.target, "outside_changes", None)
+    return find(ctx.app) if find else []
+
+
 def check_no_drift(ctx: EnvContext) -> None:
     """Refuse to deploy on top of a target changed outside Slipway (it serves another version than the ledger's live
     release, or that version runs other code): a rollback would not know where to return. Nothing is touched."""
@@ -91,6 +98,8 @@ def check_no_drift(ctx: EnvContext) -> None:
         mismatch = check_identity(head.live.version, head.live) if check_identity else None
         if mismatch:
             detail = f"{ctx.target.name}: {mismatch}"
+        elif outside := outside_changes(ctx):
+            detail = f"{ctx.target.name}: {'; '.join(outside)}"
     if detail:
         raise DeployError(
             f"live state changed outside Slipway: {detail}; the ledger says {head.live.release_id} (version {head.live.version})",
@@ -381,6 +390,15 @@ def check_live(ctx: EnvContext, *, heal: bool = False) -> dict:
     if mismatch:
         return {**base, "status": "drift", "serving": serving, "healed": False,
                 "detail": f"{ctx.target.name}: {mismatch} (the ledger says {live.release_id})"}
+    outside = outside_changes(ctx)
+    if outside:
+        detail = f"{ctx.target.name}: {'; '.join(outside)}"
+        if heal:
+            undone = ctx.target.heal_outside_changes(ctx.app)
+            ctx.ledger.record(ctx.app, ctx.environment, "healed", release_id=live.release_id, version=live.version, run_id=ctx.run_id,
+                              message=f"undid changes made outside Slipway: {undone}", detail={"found": outside})
+            return {**base, "status": "drift", "serving": serving, "healed": True, "detail": f"{detail}; healed: {undone}"}
+        return {**base, "status": "drift", "serving": serving, "healed": False, "detail": detail}
     result = ctx.target.verify(live.checks or [ctx.target.default_check()], live.version)
     if not result.passed:
         failed = result.first_failure

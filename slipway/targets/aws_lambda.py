@@ -180,6 +180,37 @@ def remove_alias(lam, name: str, alias: str) -> None:
             raise translate(exc, RollbackError, "remove the alias", target=f"{name}:{alias}") from exc
 
 
+_SLIPWAY_DESCRIPTION = re.compile(r"^\S+ \S{12}$")  # "<release id> <commit[:12]>", as publish_version describes a version
+
+
+def _config_view(conf: dict, *, code: bool = True) -> dict:
+    """The configuration fields of a function version that a release sets or carries along."""
+    view = {
+        "Role": conf.get("Role"), "Handler": conf.get("Handler"), "Runtime": conf.get("Runtime"), "Timeout": conf.get("Timeout"),
+        "MemorySize": conf.get("MemorySize"), "Environment": dict((conf.get("Environment") or {}).get("Variables") or {}),
+        "Layers": sorted(layer["Arn"] for layer in conf.get("Layers") or []), "Architectures": list(conf.get("Architectures") or ["x86_64"]),
+    }
+    if code:
+        view["CodeSha256"] = conf.get("CodeSha256")
+    return view
+
+
+def _config_differences(before: dict, after: dict) -> list[str]:
+    """What differs, by field; environment variables by name only (their values may be secrets)."""
+    out = []
+    for key in before:
+        if before[key] == after.get(key):
+            continue
+        if key == "Environment":
+            names = sorted(set(before[key]) ^ set(after[key]) | {n for n in set(before[key]) & set(after[key]) if before[key][n] != after[key][n]})
+            out.append(f"environment variables {', '.join(names)}")
+        elif key == "CodeSha256":
+            continue  # a release replaces $LATEST's code: what matters is what it would carry along
+        else:
+            out.append(f"{key} {before[key]!r} → {after.get(key)!r}")
+    return out
+
+
 class LambdaTarget:
     """An environment served by a Lambda alias: the ``Target`` that rollout.py drives (see targets.py)."""
 
@@ -231,6 +262,68 @@ class LambdaTarget:
         if conf.get("CodeSha256") != expected:
             return f"version {version} runs code {conf.get('CodeSha256')}, not the release's {expected}"
         return None
+
+    def outside_changes(self, app: str) -> list[str]:
+        """What was changed outside Slipway that the ledger does not show and the next release would silently undo or
+        carry along: a routing weight on the alias (a hand-made canary), the ``slipway:app`` tag removed or changed,
+        a version published by someone else, and configuration changed on ``$LATEST`` (which the next version is
+        published from). Each is one phrase, naming fields and environment variable names, never values."""
+        name, alias = self.settings.function_name, self.settings.alias
+        found: list[str] = []
+        try:
+            routing = (self.lam.get_alias(FunctionName=name, Name=alias).get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+            function = self.lam.get_function(FunctionName=name)
+            versions = [v for page in self.lam.get_paginator("list_versions_by_function").paginate(FunctionName=name)
+                        for v in page.get("Versions", [])]
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return []  # gone: deploying recreates it (check_no_drift lets that through)
+            raise translate(exc, DeployError, "read the function", target=self.name) from exc
+        for version, weight in sorted(routing.items()):
+            found.append(f"alias {alias} also sends {float(weight) * 100:g}% to version {version} (a routing weight set outside Slipway)")
+        owner = (function.get("Tags") or {}).get("slipway:app")
+        if owner != app:
+            found.append(f"the function's slipway:app tag is {'missing' if owner is None else repr(owner)} (Slipway tagged it {app!r})")
+        latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
+        published = sorted((v for v in versions if str(v.get("Version", "")).isdigit()), key=lambda v: int(v["Version"]))
+        if published and not _SLIPWAY_DESCRIPTION.match(published[-1].get("Description") or ""):
+            found.append(f"version {published[-1]['Version']} was published outside Slipway ({published[-1].get('Description') or 'no description'!r})")
+        elif latest is not None and published:
+            changed = _config_differences(_config_view(published[-1]), _config_view(latest))
+            if changed and _config_view(latest, code=False) != self._wanted_view():
+                found.append(f"$LATEST was changed outside Slipway ({', '.join(changed)}); the next version is published from it")
+        return found
+
+    def heal_outside_changes(self, app: str) -> str:
+        """Undo ``outside_changes``: the alias back to 100% on its version, the tag back, ``$LATEST``'s configuration back
+        to the newest version's. A version published outside Slipway is left (it serves nothing once the alias is back)."""
+        name, done = self.settings.function_name, []
+        alias = aws_call(DeployError, "read the alias", self.lam.get_alias, FunctionName=name, Name=self.settings.alias, target=self.name)
+        if (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights"):
+            point_alias(self.lam, name, self.settings.alias, alias["FunctionVersion"])
+            done.append(f"alias {self.settings.alias} back to 100% on version {alias['FunctionVersion']}")
+        function = aws_call(DeployError, "read the function", self.lam.get_function, FunctionName=name, target=name)
+        if (function.get("Tags") or {}).get("slipway:app") != app:
+            aws_call(DeployError, "tag the function", self.lam.tag_resource, Resource=function["Configuration"]["FunctionArn"],
+                     Tags={"slipway:app": app}, target=name)
+            done.append(f"tagged slipway:app={app}")
+        versions = [v for page in self.lam.get_paginator("list_versions_by_function").paginate(FunctionName=name) for v in page.get("Versions", [])]
+        latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
+        published = sorted((v for v in versions if str(v.get("Version", "")).isdigit()), key=lambda v: int(v["Version"]))
+        if latest is not None and published and _config_differences(_config_view(published[-1], code=False), _config_view(latest, code=False)):
+            view = _config_view(published[-1], code=False)
+            aws_call(DeployError, "restore the function configuration", self.lam.update_function_configuration, FunctionName=name,
+                     Role=view["Role"], Handler=view["Handler"], Runtime=view["Runtime"], Timeout=view["Timeout"],
+                     MemorySize=view["MemorySize"], Environment={"Variables": view["Environment"]}, Layers=view["Layers"], target=name)
+            _wait_until_updated(self.lam, name, self.sleep)
+            done.append(f"$LATEST configuration back to version {published[-1]['Version']}'s")
+        return "; ".join(done) or "nothing to undo"
+
+    def _wanted_view(self) -> dict:
+        """The configuration this target's settings give (what the next release sets on ``$LATEST`` anyway)."""
+        s = self.settings
+        return {"Role": s.role_arn, "Handler": s.handler, "Runtime": s.runtime, "Timeout": s.timeout, "MemorySize": s.memory,
+                "Environment": dict(s.environment), "Layers": [], "Architectures": ["x86_64"]}
 
     # ---- progressive delivery ---------------------------------------------------------------------------
     def shift(self, stable_version: str, canary_version: str, canary_percent: int, *, error_cls=DeployError) -> None:

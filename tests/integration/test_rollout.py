@@ -136,3 +136,52 @@ def test_a_function_owned_by_another_app_is_refused(env):
         staged.publish(other, art)
     assert info.value.ref == "function-owned-elsewhere"
     assert json.loads(env.lam.invoke(FunctionName=env.target.settings.function_name, Qualifier="live")["Payload"].read())["statusCode"] == 200
+
+
+def _refused_as_drift(ctx, art: ArtifactRef) -> str:
+    with pytest.raises(DeployError) as info:
+        staged.publish(ctx, art)
+    assert info.value.ref == "drift", info.value.message
+    return info.value.message
+
+
+def test_a_hand_made_canary_on_the_alias_is_drift_never_silently_cleared(env):
+    release(env, artifact(env, "r1", GOOD % "1"))
+    release(env, artifact(env, "r2", GOOD % "2"))
+    fn = env.target.settings.function_name
+    env.lam.update_alias(FunctionName=fn, Name="live", FunctionVersion="2", RoutingConfig={"AdditionalVersionWeights": {"1": 0.1}})
+    message = _refused_as_drift(env, artifact(env, "r3", GOOD % "3"))
+    assert "alias live also sends 10% to version 1" in message
+    assert env.lam.get_alias(FunctionName=fn, Name="live")["RoutingConfig"]["AdditionalVersionWeights"] == {"1": 0.1}  # untouched
+    assert [v["Version"] for v in env.lam.list_versions_by_function(FunctionName=fn)["Versions"]] == ["$LATEST", "1", "2"]
+    seen = staged.check_live(env)
+    assert seen["status"] == "drift" and "10% to version 1" in seen["detail"] and not seen["healed"]
+    healed = staged.check_live(env, heal=True)
+    assert healed["healed"] and "back to 100% on version 2" in healed["detail"]
+    assert not env.lam.get_alias(FunctionName=fn, Name="live").get("RoutingConfig", {}).get("AdditionalVersionWeights")
+    healed_entry = env.ledger.entries(env.app, "dev")[-1]
+    assert healed_entry.kind == "healed" and "10% to version 1" in healed_entry.detail["found"][0]
+    assert env.ledger.head(env.app, "dev").live.release_id == "r2"  # the record changes nothing of what is live
+    assert release(env, artifact(env, "r3", GOOD % "3")) == "3"
+
+
+def test_configuration_changed_on_latest_outside_slipway_is_drift_named_without_values(env):
+    release(env, artifact(env, "r1", GOOD % "1"))
+    fn = env.target.settings.function_name
+    env.lam.update_function_configuration(FunctionName=fn, MemorySize=1024, Environment={"Variables": {"API_TOKEN": "hunter2"}})
+    message = _refused_as_drift(env, artifact(env, "r2", GOOD % "2"))
+    assert "$LATEST was changed outside Slipway" in message and "MemorySize 256 → 1024" in message
+    assert "environment variables API_TOKEN" in message and "hunter2" not in message
+    assert staged.check_live(env, heal=True)["healed"]
+    latest = env.lam.get_function_configuration(FunctionName=fn)
+    assert latest["MemorySize"] == 256 and not (latest.get("Environment") or {}).get("Variables")
+    assert release(env, artifact(env, "r2", GOOD % "2")) == "2"
+
+
+def test_a_removed_ownership_tag_is_drift_not_another_apps_function(env):
+    release(env, artifact(env, "r1", GOOD % "1"))
+    fn = env.lam.get_function(FunctionName=env.target.settings.function_name)["Configuration"]["FunctionArn"]
+    env.lam.untag_resource(Resource=fn, TagKeys=["slipway:app"])
+    assert "slipway:app tag is missing" in _refused_as_drift(env, artifact(env, "r2", GOOD % "2"))
+    assert "tagged slipway:app" in staged.check_live(env, heal=True)["detail"]
+    assert release(env, artifact(env, "r2", GOOD % "2")) == "2"

@@ -140,3 +140,16 @@ def test_a_lambda_error_response_is_one_line_with_its_innermost_frame():
     d = diagnose(record("verify", evidence=smoke(response)))
     assert d.evidence[1] == """  response: KeyError: 'GREETING' at app.py:15 in handler: greeting = os.environ["GREETING"]"""
     assert "r-1" not in "\n".join(d.evidence)
+
+
+def test_a_change_around_the_live_version_is_drift_healed_not_rolled_back():
+    """The live version still serves (a hand-made routing weight, $LATEST changed): the advice is to undo the change,
+    not to roll back to the release that is already live."""
+    around = record("deploy", ref="drift", message="live state changed outside Slipway", evidence={"drift": {
+        "serving": "2", "ledger_release": "r2", "ledger_version": "2", "detail": "fn:live: alias live also sends 10% to version 1"}})
+    d = diagnose(around)
+    assert d.classification == "drift"
+    assert "10% to version 1" in " ".join(d.reasoning) and "heal=true" in d.next_action and "rollback" not in d.next_action
+    moved = record("deploy", ref="drift", message="live state changed outside Slipway", evidence={"drift": {
+        "serving": "7", "ledger_release": "r2", "ledger_version": "2", "detail": "fn:live serves 7"}})
+    assert "slipway rollback" in diagnose(moved).next_action and "--to r2" in diagnose(moved).next_action
