@@ -44,6 +44,7 @@ test-prefect-oldest:
 
 bench: install
 	$(PY) bench/cli_bench.py
+	$(PY) bench/scale_bench.py
 	$(PY) bench/release_bench.py
 	$(PY) bench/container_bench.py
 	$(PY) bench/canary_bench.py

@@ -148,7 +148,8 @@ def preflight_zip(built: BuiltZip, checkout: Checkout, spec: Spec) -> list[dict]
     budget = spec.artifact.max_unzipped_mb
     checks = preflight.lambda_zip_checks(Path(built.path), handler=spec.artifact.handler, source_files=source_files,
                                          requirements=spec.artifact.requirements, runtime=spec.artifact.runtime,
-                                         max_unzipped_bytes=budget * 1024**2 if budget else None)
+                                         max_unzipped_bytes=budget * 1024**2 if budget else None,
+                                         environment=spec.import_environment())
     _log_checks(checks)
     preflight.raise_for_failures(checks)
     return [c.to_dict() for c in checks]

@@ -38,7 +38,6 @@ from packaging.utils import canonicalize_name
 
 from slipway.artifact.lambda_zip import MAX_UNZIPPED, MAX_ZIPPED
 from slipway.core import sandbox
-from slipway.core.childenv import scrubbed_environ
 from slipway.core.errors import PreflightFailed, SlipwayError, SpecError
 
 RUNTIME_PROVIDED = {"boto3", "botocore", "awslambdaric", "s3transfer", "jmespath", "dateutil", "urllib3", "six"}
@@ -130,8 +129,21 @@ print(json.dumps({"ok": callable(handler), "error": None if callable(handler) el
 """
 
 
-def check_handler_imports(zip_path: Path, handler: str, python: str = sys.executable) -> PreflightCheck:
-    """Import the handler from the extracted zip in an isolated interpreter with a scrubbed environment."""
+def function_environ(task_root: str, environment: dict[str, str] | None) -> dict[str, str]:
+    """The environment a Lambda handler imports in: the function's own variables and the runtime's, never the worker's
+    (a variable set on the worker but not on the function would make a broken import pass here, and the reverse)."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "HOME": task_root, "LAMBDA_TASK_ROOT": task_root,
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_LAMBDA_FUNCTION_NAME": "preflight",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        **(environment or {}),
+    }
+
+
+def check_handler_imports(zip_path: Path, handler: str, python: str = sys.executable,
+                          environment: dict[str, str] | None = None) -> PreflightCheck:
+    """Import the handler from the extracted zip in an isolated interpreter, with the function's environment variables
+    (``environment``: what the spec sets; a secret's value is never read for this) and the runtime's, nothing else."""
     module_name, function_name = handler.rsplit(".", 1)
     with tempfile.TemporaryDirectory(prefix="slipway-preflight-") as tmp:
         with zipfile.ZipFile(zip_path) as zf:
@@ -142,7 +154,7 @@ def check_handler_imports(zip_path: Path, handler: str, python: str = sys.execut
             done = subprocess.run(
                 box.wrap([python, "-I", "-S", "-c", _IMPORT_SCRIPT, tmp, module_name, function_name, ",".join(sorted(RUNTIME_PROVIDED))],
                          cwd=tmp),
-                cwd=tmp, env={**scrubbed_environ(), "HOME": tmp}, capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S,
+                cwd=tmp, env=function_environ(tmp, environment), capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
             return PreflightCheck("handler imports", False, f"importing {module_name} took over {IMPORT_TIMEOUT_S}s "
@@ -428,6 +440,7 @@ def check_size(zip_path: Path, max_unzipped_bytes: int | None = None, *, aws_lim
 def lambda_zip_checks(
     zip_path: Path, *, handler: str, source_files: list[str], requirements: str | None,
     runtime: str = "python3.11", architecture: str = "x86_64", max_unzipped_bytes: int | None = None,
+    environment: dict[str, str] | None = None,
 ) -> list[PreflightCheck]:
     # static checks first: a foreign binary also breaks the handler import, and the platform check names the cause
     checks = [
@@ -437,7 +450,7 @@ def lambda_zip_checks(
     ]
     if not checks[-1].passed:  # never extract (and import) a zip over its size limit
         return checks + [PreflightCheck("handler imports", False, "not tried: the zip is over its size limit", ref=ARTIFACT_TOO_LARGE)]
-    return checks + [check_handler_imports(zip_path, handler)]
+    return checks + [check_handler_imports(zip_path, handler, environment=environment)]
 
 
 def raise_for_failures(checks: list[PreflightCheck], hint: str = "nothing was published or deployed; fix the app and release again") -> None:

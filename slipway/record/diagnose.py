@@ -258,6 +258,11 @@ def _aws_code(error: dict) -> str | None:
     return match.group(1) if match else None
 
 
+# What pip, git and HTTP clients print when the network, not the request, failed.
+_NETWORK_TROUBLE = (r"(timed out|Temporary failure in name resolution|Name or service not known|Connection (refused|reset|aborted)|"
+                    r"NewConnectionError|HTTP error 5\d\d|Max retries exceeded|Network is unreachable|ProxyError|SSLError)")
+
+
 def classify(record: FailureRecord) -> tuple[Classification, list[str], str | None, list[str]]:
     """(classification, reasoning, leaf check, evidence lines) of a failure record. Rules are tried in order:
     the stage first (where it failed narrows what it can be), then the error's reference and AWS code, then the
@@ -284,6 +289,14 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
             return "configuration", [
                 f"preflight check {check!r} found the environment's account unusable as configured ({ref}), before any deploy",
             ], check, evidence
+        missing_var = next((m.group(1) for c in failed if c.get("name") == "handler imports"
+                            for m in [re.search(r"KeyError: '([A-Z][A-Z0-9_]*)'", c.get("detail") or "")] if m), None)
+        if missing_var:  # module-level code reads a variable the function's configuration does not set: not the packaging
+            return "configuration", [
+                f"the handler reads the environment variable {missing_var} when it is imported, and the function's configuration "
+                "(slipway.yaml) does not set it; found by preflight before anything was published",
+                "set it in slipway.yaml (artifact.environment or the environment's environment:) or make the code default it",
+            ], check, evidence
         if ref == "artifact-too-large" or any(c.get("ref") == "artifact-too-large" for c in failed):
             return "too-large-or-slow", [
                 "the built zip is over a size limit (AWS Lambda's or the spec's budget), found by preflight before anything was published",
@@ -296,8 +309,7 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
     if stage == "test" and ref != "tests-failed":  # the test environment could not be set up: nothing ran
         tail = str(evidence_data.get("output_tail") or "").strip().splitlines()
         evidence += [message] + [f"| {line}" for line in tail[-12:]]
-        if re.search(r"(timed out|Temporary failure in name resolution|Connection (refused|reset)|HTTP error 5\d\d|Max retries exceeded)",
-                     "\n".join(tail)):
+        if err.get("transient") or re.search(_NETWORK_TROUBLE, "\n".join(tail)):
             return "network-or-aws", ["the test environment could not be installed: the package index could not be reached"], "tests", evidence
         return "configuration", [f"the test environment could not be set up ({ref}): the test requirements or command as configured"], \
             "tests", evidence
@@ -314,12 +326,14 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         evidence += [f"| {line}" for line in tail[-12:]]
         if ref == "artifact-too-large":
             return "too-large-or-slow", ["the build produced an artifact over the size limit"], "build", evidence
+        # the transient flag and the network's own words first: pip that cannot reach its index also ends "Could not find a
+        # version", which alone would read as a platform mismatch
+        if err.get("transient") or re.search(_NETWORK_TROUBLE, "\n".join(tail)):
+            return "network-or-aws", ["the build failed reaching a package index or the network: re-run it"], "build", evidence
         if re.search(r"(Could not find a version|No matching distribution|ResolutionImpossible|not a supported wheel)", "\n".join(tail)):
             return "incompatible-artifact", [
                 "the dependencies could not be installed for the target platform and runtime (pip found no matching distribution)",
             ], "build", evidence
-        if re.search(r"(timed out|Temporary failure in name resolution|Connection (refused|reset)|HTTP error 5\d\d)", "\n".join(tail)):
-            return "network-or-aws", ["the build failed reaching a package index or the network"], "build", evidence
         return "code-defect", ["the build of the repository's source failed (see the build log tail)"], "build", evidence
     if stage in ("spec", "input"):
         errors = evidence_data.get("errors") or []

@@ -501,6 +501,16 @@ class Spec(_Strict):
         return self
 
     # ---- derived values -------------------------------------------------------------------------
+    def import_environment(self) -> dict[str, str]:
+        """The variables a Lambda handler can count on at import in every environment it is built once for: the
+        artifact's, plus those each environment sets (the first environment's value where they differ). A secret
+        reference stands as a placeholder: its value is never read to check an import."""
+        merged: dict[str, str] = {}
+        for values in [self.artifact.environment, *(e.environment for e in self.environments)]:
+            for key, value in values.items():
+                merged.setdefault(key, "<secret: not read for the import check>" if isinstance(value, SecretRef) else str(value))
+        return merged
+
     def environment(self, name: str) -> Environment:
         for env in self.environments:
             if env.name == name:

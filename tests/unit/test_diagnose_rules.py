@@ -153,3 +153,29 @@ def test_a_change_around_the_live_version_is_drift_healed_not_rolled_back():
     moved = record("deploy", ref="drift", message="live state changed outside Slipway", evidence={"drift": {
         "serving": "7", "ledger_release": "r2", "ledger_version": "2", "detail": "fn:live serves 7"}})
     assert "slipway rollback" in diagnose(moved).next_action and "--to r2" in diagnose(moved).next_action
+
+
+@pytest.mark.parametrize("stage", ["build", "test"])
+def test_an_unreachable_package_index_is_a_network_failure_to_re_run_not_an_incompatible_artifact(stage):
+    """pip that cannot reach its index retries, then also says "Could not find a version": the network's own words (or
+    the error's transient flag) decide first."""
+    tail = ("WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by "
+            "'NewConnectionError(\\'<pip._vendor.urllib3.connection.HTTPSConnection object>: Failed to establish a new connection: "
+            "[Errno 111] Connection refused\\')': /simple/requests/\n"
+            "ERROR: Could not find a version that satisfies the requirement requests==2.32.3 (from versions: none)\n"
+            "ERROR: No matching distribution found for requests==2.32.3")
+    ref = "build-failed" if stage == "build" else "test-env-failed"
+    d = diagnose(record(stage, ref=ref, message="pip install failed", evidence={"output_tail": tail}))
+    assert d.classification == "network-or-aws", d.reasoning
+    flagged = diagnose(record(stage, ref=ref, message="pip install failed", transient=True, evidence={"output_tail": "ERROR: boom"}))
+    assert flagged.classification == "network-or-aws"
+
+
+def test_a_handler_that_needs_an_unset_variable_at_import_is_configuration_not_packaging():
+    failed = {"checks": [{"name": "handler imports", "passed": False, "ref": None,
+                          "detail": "app.handler does not import from the built zip: KeyError: 'TABLE_NAME'"}]}
+    d = diagnose(record("preflight", ref="preflight-failed", evidence=failed))
+    assert d.classification == "configuration" and "TABLE_NAME" in " ".join(d.reasoning)
+    unpackaged = {"checks": [{"name": "handler imports", "passed": False, "ref": None,
+                              "detail": "app.handler does not import from the built zip: ModuleNotFoundError: No module named 'requests'"}]}
+    assert diagnose(record("preflight", ref="preflight-failed", evidence=unpackaged)).classification == "incompatible-artifact"

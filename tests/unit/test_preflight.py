@@ -69,6 +69,30 @@ def test_the_import_runs_without_our_credentials(tmp_path, monkeypatch):
     assert check_handler_imports(make_zip(tmp_path, {"app.py": code}), "app.handler").passed
 
 
+def test_the_import_sees_the_functions_variables_and_never_the_workers(tmp_path, monkeypatch):
+    """What the handler reads at import is what Lambda gives it: the spec's variables and the runtime's, not the worker's."""
+    code = "import os\nTABLE = os.environ['TABLE_NAME']\nREGION = os.environ['AWS_REGION']\ndef handler(e, c):\n    return 1\n"
+    z = make_zip(tmp_path, {"app.py": code})
+    assert check_handler_imports(z, "app.handler", environment={"TABLE_NAME": "orders"}).passed
+    monkeypatch.setenv("TABLE_NAME", "set-on-the-worker-only")
+    check = check_handler_imports(z, "app.handler")
+    assert not check.passed and check.detail.endswith("KeyError: 'TABLE_NAME'")
+
+
+def test_the_spec_gives_the_import_every_environments_variables_and_no_secret_value():
+    from slipway.spec.schema import Spec
+
+    spec = Spec.model_validate({
+        "app": "orders", "artifact": {"type": "lambda-zip", "source": "src", "handler": "app.handler", "runtime": "python3.11",
+                                      "environment": {"LOG_LEVEL": "info"}},
+        "environments": [{"name": "dev", "environment": {"TABLE_NAME": "orders-dev", "TOKEN": {"secret": "ssm:/orders/token"}}},
+                         {"name": "prod", "environment": {"TABLE_NAME": "orders-prod", "EXTRA": "1"}}],
+    })
+    env = spec.import_environment()
+    assert env["LOG_LEVEL"] == "info" and env["TABLE_NAME"] == "orders-dev" and env["EXTRA"] == "1"
+    assert "ssm:" not in env["TOKEN"] and "secret" in env["TOKEN"]
+
+
 def test_failures_become_one_error_naming_the_first_and_counting_the_rest(tmp_path):
     z = make_zip(tmp_path, {"app.py": "import requests\ndef handler(e, c):\n    return 1\n"})
     checks = [check_imports(z, ["app.py"], "requirements.txt"), check_handler_imports(z, "app.handler")]
