@@ -8,10 +8,11 @@ from blocks.slipway_blocks import (
     ArtifactStoreBlock,
     DockerHostBlock,
     EcsTargetBlock,
+    FreezeWindowsBlock,
     LambdaTargetBlock,
     RegistryBlock,
     aws_clients,
     parse_port_range,
 )
 
-__all__ = ["ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "LambdaTargetBlock", "RegistryBlock", "aws_clients", "parse_port_range"]
+__all__ = ["ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "FreezeWindowsBlock", "LambdaTargetBlock", "RegistryBlock", "aws_clients", "parse_port_range"]

@@ -9,6 +9,7 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from slipway.core.aws import make_client
+from slipway.spec.schema import FreezeWindow
 
 
 def aws_clients(credentials: AwsCredentials, *services: str, region: str | None = None, read_timeout: float = 60) -> list[Any]:
@@ -263,3 +264,24 @@ class EcsTargetBlock(Block):
         default=None, title="Endpoint", description="Base URL smoke checks are sent to, with {app} and {env}, e.g. https://{env}.example.com."
     )
     wait_timeout: float = Field(default=600, title="Stability timeout", description="Seconds to wait for the service to become stable.")
+
+
+class FreezeWindowsBlock(Block):
+    """Freeze windows shared by many apps (a company-wide weekend or holiday freeze): an environment names this block
+    with ``freeze_block:`` in slipway.yaml, and its windows apply as if written in the spec.
+
+    Example:
+        ```python
+        from blocks import FreezeWindowsBlock
+        FreezeWindowsBlock(windows=[{"reason": "weekend", "cron": "0 18 * * FRI", "duration": "62h",
+                                     "timezone": "Europe/Berlin"}]).save("company")
+        windows = FreezeWindowsBlock.load("company").windows
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Slipway Freeze Windows"
+    _block_type_slug: ClassVar[str] = "slipway-freeze-windows"
+    _description: ClassVar[str] = "Times when environments that name this block take no release (recurring with cron, or dated)."
+
+    windows: list[FreezeWindow] = Field(default_factory=list, title="Windows",
+                                        description="Recurring (cron, duration, timezone) or dated (start, end), each with a reason.")

@@ -75,13 +75,13 @@ def _run(flow_fn, **params) -> tuple[Any, Any]:
 
 def run_release(
     repo_url: str, ref: str, spec_path: str | None, only: list[str] | None, store_block: str = "default",
-    git_token_block: str | None = None, lock_wait: float = 600, allow_older: bool = False,
+    git_token_block: str | None = None, lock_wait: float = 600, allow_older: bool = False, override_freeze: str | None = None,
 ) -> dict:
     from flows.release import release
 
     result, run_id = _run(
         release, repo_url=repo_url, ref=ref, spec_path=spec_path, only=only or None, store_block=store_block,
-        git_token_block=git_token_block, lock_wait=lock_wait, allow_older=allow_older,
+        git_token_block=git_token_block, lock_wait=lock_wait, allow_older=allow_older, override_freeze=override_freeze,
     )
     return {"result": result, "run_url": ui_url_for_run(run_id) if run_id else None}
 

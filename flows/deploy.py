@@ -13,13 +13,14 @@ from prefect.artifacts import create_markdown_artifact
 from flows.gates import ask
 from flows.links import artifact_key, publish_history_artifact
 from flows.rollback import roll_back_failed_stage, rollback_even_without_prefect
-from slipway.core.errors import ApprovalRejected, CanaryFailed
+from slipway.core.errors import ApprovalRejected, CanaryFailed, EnvironmentFrozen
 from slipway.core.models import ArtifactRef
 from slipway.rollout.progressive import bake_schedule
 from slipway.rollout.staged import EnvRef
 from slipway.verify.canary import CanaryVerdict
 from tasks import deploy_tasks as d, progressive_tasks as p
 from tasks.artifact_tasks import recorded_spec
+from tasks.freeze import frozen, refusal
 from tasks.locks import environment_lock
 from tasks.wiring import env_ref
 
@@ -29,6 +30,7 @@ from tasks.wiring import env_ref
 def deploy_environment(
     app: str, environment: str, spec_digest: str, artifact: ArtifactRef, action: str = "deploy", reconcile_first: bool = False,
     store_block: str = "default", lock_wait: float = 600, checkout_path: str | None = None, allow_older: bool = False,
+    override_freeze: str | None = None,
 ) -> dict:
     """``spec_digest``: the release's spec, recorded in the artifact store (its values, environment variables among
     them, never appear in this run's parameters). ``checkout_path``: the release's clone, which orders commits: a
@@ -37,6 +39,8 @@ def deploy_environment(
     env = spec.environment(environment)
     ref = env_ref(spec, environment, store_block)
     ref, action = _with_flags(ref, action)
+    if action != "verify-live":
+        _freeze_gate(spec, ref, artifact, env, override_freeze)  # a freeze window: refused, or an approved override
     if env.approval == "required" and action != "verify-live":
         _approval_gate(ref, artifact, env)  # before the lock: a release waiting for a human blocks nobody
     with rollback_even_without_prefect(app, environment), environment_lock(app, environment, lock_wait):
@@ -64,6 +68,26 @@ def _with_flags(ref: EnvRef, action: str) -> tuple[EnvRef, str]:
                               "with them", ref.environment)
         action = "deploy"
     return (ref if action == "verify-live" else ref.with_flags(flags)), action  # a re-verify keeps what the live version has
+
+
+def _freeze_gate(spec, ref: EnvRef, artifact: ArtifactRef, env, override: str | None) -> None:
+    """Checked at the environment's turn (a window may have begun since the release started). In a window: refused,
+    touching nothing; with ``override`` (a reason), a person must approve entering it, recorded with the reason."""
+    hit = frozen(spec, env.name)
+    if hit is None:
+        return
+    window, until = hit
+    if not override:
+        raise refusal(spec, env.name, window, until, started=True)
+    question = (f"{env.name} is frozen until {until.isoformat(timespec='minutes')} ({window.describe()}). Release "
+                f"{artifact.release_id} of {ref.app} into it anyway? Override reason: {override}")
+    approved, approver, reason = ask(question, env.approval_timeout, key=f"freeze-{env.name}")
+    d.record_decision(ref, artifact, approved, approver, f"{override}" + (f"; {reason}" if reason else ""),
+                      f"freeze override ({window.reason})")
+    if not approved:
+        raise EnvironmentFrozen(f"{env.name} is frozen ({window.describe()}) and the override was not approved: "
+                                f"{reason or 'rejected'} ({approver})", target=f"{ref.app}/{env.name}",
+                                hint="nothing in the environment was touched; release after the window")
 
 
 def _approval_gate(ref: EnvRef, artifact: ArtifactRef, env) -> None:

@@ -33,6 +33,7 @@ from slipway.rollout.planning import RolloutPlan, plan_rollout, select_environme
 from slipway.source.git import Checkout, discard_checkout, validate_ref, validate_repo_url
 from slipway.spec.schema import Spec
 from tasks import artifact_tasks as a, deploy_tasks as d, image_tasks as i
+from tasks.freeze import refuse_frozen
 from tasks.resolution import one_resolution_per_run
 from tasks.wiring import docker_client, location_for, registry_coordinates
 
@@ -41,17 +42,19 @@ from tasks.wiring import docker_client, location_for, registry_coordinates
 def release(
     repo_url: str, ref: str = "HEAD", spec_path: str | None = None, only: list[str] | None = None, store_block: str = "default",
     git_token_block: str | None = None, registry_block: str = "default", lock_wait: float = 600, app: str | None = None,
-    spec_digest: str | None = None, allow_older: bool = False,
+    spec_digest: str | None = None, allow_older: bool = False, override_freeze: str | None = None,
 ) -> dict:
     """Release an artifact (Lambda zip or container image) from git through the spec's environments, verified,
     with automatic rollback. ``app``: the app this release must be (a spec naming another is refused);
     ``spec_digest``: use the spec an earlier release of ``app`` recorded, not the checkout's (promote does);
-    ``allow_older``: deploy even where a newer commit is live (a deliberate downgrade; else that stage is superseded)."""
+    ``allow_older``: deploy even where a newer commit is live (a deliberate downgrade; else that stage is superseded);
+    ``override_freeze``: why this release may enter environments in a freeze window (each asks for an approval)."""
     validate_repo_url(repo_url)  # refused before anything runs
     validate_ref(ref)
     with one_resolution_per_run():  # the environments' subflows share this run's blocks and clients
         a.check_artifact_store(store_block)
-        checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest, allow_older=allow_older)
+        checkout, progress = None, ReleaseProgress(spec_path=spec_path, app=app, spec_digest=spec_digest, allow_older=allow_older,
+                                                     override_freeze=override_freeze)
         try:
             checkout = a.clone_repo(repo_url, ref, git_token_block)
             spec = prepare(checkout, progress, only, store_block, registry_block)
@@ -75,6 +78,10 @@ def prepare(checkout: Checkout, progress: ReleaseProgress, only: list[str] | Non
     progress.first_env = (selected or [None])[0]
     plan_rollout(spec, checkout.commit, progress.heads, only)  # validates --only and promotion gates before any build
     _refuse_shared_targets(spec, selected)
+    # an environment in a freeze window: refused here, before the build, unless overridden; one already live on this
+    # commit would only be re-verified, which is no release (its deploy-environment run decides on the exact release)
+    refuse_frozen(spec, [e for e in selected if not (progress.heads[e].live and progress.heads[e].live.commit == checkout.commit)],
+                  progress.override_freeze)
     if spec.artifact.type == "docker-image":  # the engine and the registry must be there before anything is built
         docker_client()
         registry_coordinates(registry_block, spec.app)
@@ -152,7 +159,8 @@ def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: Rol
             continue
         state = deploy_environment(app=spec.app, environment=step.environment, spec_digest=spec_digest, artifact=artifact, action=step.action,
                                    reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait,
-                                   checkout_path=checkout_path, allow_older=progress.allow_older, return_state=True)
+                                   checkout_path=checkout_path, allow_older=progress.allow_older,
+                                   override_freeze=progress.override_freeze, return_state=True)
         outcome, failed, judged = stage_result(spec, artifact, step.environment, state, progress, store_block)
         outcomes.append(outcome)
         if judged:

@@ -117,7 +117,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     validate_ref(args.ref)
     runner = _runner(args)
     out = runner.run_release(args.repo_url, args.ref, args.spec, args.only, git_token_block=args.git_token_block, lock_wait=args.lock_wait,
-                             allow_older=args.allow_older)
+                             allow_older=args.allow_older, override_freeze=args.override_freeze)
     result = out["result"]
     from slipway.core.models import StageOutcome
     from slipway.record.report import render_summary
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--spec", default=None, help="spec path inside the repo (default slipway.yaml)")
     rel.add_argument("--allow-older", action="store_true",
                      help="a deliberate downgrade: deploy even where a newer commit is live (else that stage ends superseded, exit 4)")
+    rel.add_argument("--override-freeze", default=None, metavar="REASON",
+                     help="enter environments in a freeze window anyway: each asks for an approval, recorded with REASON")
     rel.add_argument("--only", nargs="+", metavar="ENV", default=None, help="release to these environments only")
     rel.add_argument("--git-token-block", default=None, metavar="NAME", help="Prefect Secret block holding a token for a private https repository")
     rel.add_argument("--lock-wait", type=lock_wait_seconds, default=600, metavar="SECONDS",

@@ -142,6 +142,15 @@ class ApprovalRejected(SlipwayError):
     ref = "approval-rejected"
 
 
+class EnvironmentFrozen(ApprovalRejected):
+    """The environment is in a freeze window (slipway.yaml ``freeze:`` or a shared block) and no approved override
+    lets the release in. Nothing in the environment was touched."""
+
+    stage = "freeze"
+    ref = "environment-frozen"
+    exit_code = BAD_INPUT
+
+
 class RollbackError(SlipwayError):
     stage = "rollback"
     ref = "rollback-failed"
@@ -250,6 +259,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((VerificationFailed, DeployError), ("canary-metrics-unavailable",)),
     ((CanaryFailed,), ("canary-failed", "canary-inconclusive", "alarm-fired")),
     ((ApprovalRejected,), ("approval-rejected",)),
+    ((EnvironmentFrozen,), ("environment-frozen",)),
     ((RollbackError,), ("rollback-failed",)),
     ((RollbackError,), ("unknown-release", "nothing-to-roll-back-to"), BAD_INPUT),
     ((LedgerError,), ("ledger-failed", "ledger-contention", "ledger-corrupt", "ledger-tampered")),

@@ -27,6 +27,7 @@ class ReleaseProgress:
     app: str | None = None  # the app the release must be (None: whatever the spec names)
     spec_digest: str | None = None  # a recorded spec to use instead of the checkout's
     allow_older: bool = False  # a deliberate downgrade: deploy even where a newer commit is live
+    override_freeze: str | None = None  # why this release may enter a frozen environment (each asks for an approval)
     spec: Spec | None = None
     heads: dict[str, EnvHead] = field(default_factory=dict)
     first_env: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -368,6 +369,70 @@ class Traffic(_Strict):
         return parse_rate(self.rate)
 
 
+class FreezeWindow(_Strict):
+    """A time when the environment takes no release: recurring (``cron`` = when each window starts, ``duration``,
+    ``timezone``) or dated (``start``, ``end``, with their UTC offsets). ``reason`` is shown in the refusal."""
+
+    reason: str = Field(min_length=1, max_length=200)
+    cron: str | None = Field(default=None, description="when each window starts, e.g. '0 18 * * FRI' (minute hour day month weekday)")
+    duration: Duration | None = Field(default=None, description="how long each recurring window lasts, e.g. 62h")
+    timezone: str = Field("UTC", description="the time zone cron is read in, e.g. Europe/Berlin")
+    start: datetime | None = Field(default=None, description="a dated window's start, with its offset (2026-12-21T00:00:00+01:00)")
+    end: datetime | None = None
+
+    @model_validator(mode="after")
+    def one_kind(self) -> "FreezeWindow":
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from croniter import croniter
+
+        if (self.cron is None) == (self.start is None):
+            raise ValueError("a freeze window is either recurring (cron + duration) or dated (start + end)")
+        if self.cron is not None:
+            if self.duration is None or self.end is not None:
+                raise ValueError(f"the recurring freeze window {self.cron!r} needs a duration (and no end)")
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"{self.cron!r} is not a cron expression (minute hour day month weekday, e.g. '0 18 * * FRI')")
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name such as Europe/Berlin") from None
+        else:
+            if self.end is None or self.duration is not None:
+                raise ValueError("a dated freeze window needs start and end (and no duration)")
+            if self.start.tzinfo is None or self.end.tzinfo is None:
+                raise ValueError("a dated freeze window's start and end need their UTC offset (e.g. 2026-12-21T00:00:00+01:00)")
+            if self.end <= self.start:
+                raise ValueError("a freeze window must end after it starts")
+        return self
+
+    def active_until(self, now: datetime) -> datetime | None:
+        """The end of the window ``now`` is in (an aware datetime), or None when it is outside this window."""
+        if self.start is not None:
+            return self.end if self.start <= now < self.end else None
+        from zoneinfo import ZoneInfo
+
+        from croniter import croniter
+
+        local = now.astimezone(ZoneInfo(self.timezone))
+        started = local if croniter.match(self.cron, local) else croniter(self.cron, local).get_prev(datetime)
+        until = started + timedelta(seconds=self.duration)
+        return until if local < until else None
+
+    def describe(self) -> str:
+        if self.start is not None:
+            return f"{self.reason} ({self.start.isoformat()} to {self.end.isoformat()})"
+        seconds = int(self.duration)
+        length = f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+        return f"{self.reason} (from '{self.cron}' {self.timezone}, for {length})"
+
+
+def active_freeze(windows: list[FreezeWindow], now: datetime) -> tuple[FreezeWindow, datetime] | None:
+    """The window ``now`` falls in (the one that ends last), if any."""
+    found = [(w, until) for w in windows if (until := w.active_until(now)) is not None]
+    return max(found, key=lambda pair: pair[1]) if found else None
+
+
 class Environment(_Strict):
     name: str
     type: TargetType | None = Field(default=None, description="lambda for lambda-zip; docker-host (default) or ecs for docker-image")
@@ -382,6 +447,8 @@ class Environment(_Strict):
     alarms: list[str] = Field(default_factory=list, description="CloudWatch alarms that must not newly go to ALARM during the release")
     approval: Literal["required", "none"] = Field("none", description="required: pause before this environment is touched")
     approval_timeout: Duration = Field(3600.0, description="no decision in time = rejected")
+    freeze: list[FreezeWindow] = Field(default_factory=list, description="times this environment takes no release")
+    freeze_block: str | None = Field(default=None, description="a slipway-freeze-windows block whose windows apply too (shared by many apps)")
 
     @property
     def progressive(self) -> Strategy | None:

@@ -15,7 +15,8 @@ SECRET_NAME = re.compile(r"(password|token|secret|api_key)", re.I)
 
 
 def test_the_blocks_package_exports_every_block_type():
-    assert {b.__name__ for b in BLOCKS} == {"ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "LambdaTargetBlock", "RegistryBlock"}
+    assert {b.__name__ for b in BLOCKS} == {"ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "FreezeWindowsBlock", "LambdaTargetBlock",
+                                            "RegistryBlock"}
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)

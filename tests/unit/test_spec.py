@@ -308,3 +308,49 @@ def test_lambda_environment_variables_over_4_kb_in_one_environment_are_refused_n
     assert "\n" not in message
     assert "environments[2] (prod): environment variables total 6021 bytes, over Lambda's 4 KB limit" in message
     assert "largest: CONFIG_BLOB, CERT" in message and "Secrets Manager" in message
+
+
+FROZEN_PROD = GOOD.replace("  - name: prod\n", """  - name: prod
+    freeze:
+      - reason: weekend
+        cron: "0 18 * * FRI"
+        duration: 62h
+        timezone: Europe/Berlin
+      - reason: year end
+        start: "2026-12-21T00:00:00+01:00"
+        end: "2027-01-04T08:00:00+01:00"
+""")
+
+
+def _utc(*args) -> "datetime":
+    from datetime import datetime, timezone
+
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("now, frozen_until", [
+    (_utc(2026, 12, 4, 16, 59), None),                       # Friday 17:59 in Berlin: not yet
+    (_utc(2026, 12, 4, 17, 0), "2026-12-07T08:00:00+01:00"),  # Friday 18:00 in Berlin: the weekend starts
+    (_utc(2026, 12, 6, 23, 0), "2026-12-07T08:00:00+01:00"),  # Monday 00:00 in Berlin
+    (_utc(2026, 12, 7, 7, 0), None),                         # Monday 08:00 in Berlin: over
+    (_utc(2026, 12, 23, 12, 0), "2027-01-04T08:00:00+01:00"), # in the dated window (it ends later than the weekend's)
+    (_utc(2027, 3, 26, 17, 0), "2027-03-29T08:00:00+02:00"),  # the window spans the change to summer time: local hours count
+])
+def test_freeze_windows_recurring_in_their_time_zone_and_dated(now, frozen_until):
+    from slipway.spec.schema import active_freeze
+
+    hit = active_freeze(parse_spec(FROZEN_PROD).environment("prod").freeze, now)
+    assert (hit[1].isoformat() if hit else None) == frozen_until
+
+
+@pytest.mark.parametrize("window, problem", [
+    ("{reason: x, cron: '0 18 * * FRI'}", "needs a duration"),
+    ("{reason: x, cron: 'every friday', duration: 1h}", "is not a cron expression"),
+    ("{reason: x, cron: '0 18 * * FRI', duration: 1h, timezone: Mars/Olympus}", "unknown time zone 'Mars/Olympus'"),
+    ("{reason: x, start: '2026-12-21T00:00:00', end: '2027-01-04T00:00:00'}", "need their UTC offset"),
+    ("{reason: x, start: '2026-12-21T00:00:00Z', end: '2026-12-20T00:00:00Z'}", "must end after it starts"),
+    ("{reason: x}", "either recurring (cron + duration) or dated (start + end)"),
+])
+def test_a_bad_freeze_window_is_one_line_naming_the_problem(window, problem):
+    message = error_of(GOOD.replace("  - name: prod\n", f"  - name: prod\n    freeze: [{window}]\n"))
+    assert problem in message and "environments[2].freeze[0]: " in message and "\n" not in message
