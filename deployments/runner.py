@@ -242,6 +242,13 @@ def approve(app: str, environment: str, *, approve: bool, reason: str, approver:
     return {"flow_run_id": str(run.id), "run_url": ui_url_for_run(run.id), "release_id": release_id}
 
 
+def request_control(app: str, environment: str, action: str, reason: str, store_block: str = "default") -> dict:
+    """`slipway abort` / `slipway promote-now`: the request goes into the ledger, where the baking canary finds it."""
+    from slipway.rollout.progressive import request_control as record
+
+    return record(_store_and_ledger(store_block)[1], app, environment, action, reason)
+
+
 def read_history(app: str, environment: str | None, store_block: str = "default"):
     """The ledger of APP (one environment or all) and the heads: a read that starts no flow."""
     return ledger_view(_store_and_ledger(store_block)[1], app, environment)

@@ -129,7 +129,8 @@ def _progressive(ref: EnvRef, env, artifact: ArtifactRef, stable: str, deployed,
         if env.alarms and i > 1:  # between bakes (the metrics delay, a human's pause): alarms first
             p.check_alarms(ref, artifact, version, env.alarms, snapshot, baked[i - 2])
         p.shift_weight(ref, artifact, stable, version, percent, started_seq)
-        _bake_step(ref, env, artifact, stable, version, percent, started_seq, snapshot, f"step {i}/{len(baked)}")
+        if _bake_step(ref, env, artifact, stable, version, percent, started_seq, snapshot, f"step {i}/{len(baked)}") == p.PROMOTE_NOW:
+            break  # `slipway promote-now`: the remaining bakes are skipped (the request is in the ledger, with who and why)
     if env.alarms:
         p.check_alarms(ref, artifact, version, env.alarms, snapshot, baked[-1] if baked else 100)
     p.promote(ref, artifact, version, started_seq)
@@ -137,8 +138,9 @@ def _progressive(ref: EnvRef, env, artifact: ArtifactRef, stable: str, deployed,
 
 
 def _bake_step(ref: EnvRef, env, artifact: ArtifactRef, stable: str, version: str, percent: int, started_seq: int,
-               snapshot: dict | None, step: str) -> None:
-    """Bake one step until a verdict lets it go on: PASS, or INCONCLUSIVE extended or approved as the spec says."""
+               snapshot: dict | None, step: str) -> str:
+    """Bake one step until a verdict lets it go on: PASS, or INCONCLUSIVE extended or approved as the spec says.
+    Returns the verdict that let it go on (PROMOTE-NOW: a person asked to skip the remaining bakes)."""
     extensions, since = 0, None
     while True:
         label = step + (f", extension {extensions}" if extensions else "")
@@ -147,9 +149,11 @@ def _bake_step(ref: EnvRef, env, artifact: ArtifactRef, stable: str, version: st
         except CanaryFailed as exc:
             _publish_verdict(ref, artifact, exc.evidence.get("verdict"), label, exc.message)
             raise
+        if verdict["verdict"] == p.PROMOTE_NOW:
+            return p.PROMOTE_NOW
         _publish_verdict(ref, artifact, verdict, label)
         if verdict["verdict"] == "PASS":
-            return
+            return "PASS"
         if env.analysis.inconclusive == "extend" and extensions < env.analysis.max_extensions:  # never a silent pass
             extensions += 1
             since = (verdict.get("window") or {}).get("start")  # the extension judges the whole step so far
@@ -157,7 +161,7 @@ def _bake_step(ref: EnvRef, env, artifact: ArtifactRef, stable: str, version: st
                                      percent, verdict["reason"], extensions, env.analysis.max_extensions)
             continue
         _decide_inconclusive(ref, env, artifact, verdict, percent, extensions)
-        return
+        return "INCONCLUSIVE"
 
 
 def _decide_inconclusive(ref: EnvRef, env, artifact: ArtifactRef, verdict: dict, percent: int, extensions: int) -> None:

@@ -8,7 +8,7 @@ from prefect import get_run_logger
 
 from flows.diagnose import artifact_key as diagnosis_key, diagnose
 from flows.links import artifact_url, current_run_id, run_ui_url
-from slipway.core.errors import ApprovalRejected, SlipwayError
+from slipway.core.errors import ApprovalRejected, ReleaseAborted, SlipwayError
 from slipway.core.models import StageOutcome
 from slipway.record.diagnose import FailureRecord
 from slipway.rollout.outcome import ReleaseProgress
@@ -61,7 +61,7 @@ def diagnose_failure(
     environment: str | None = None, ledger_entries: list[dict] | None = None, outcome: StageOutcome | None = None,
 ) -> dict | None:
     """Record the failure and diagnose it; the diagnosis's headline, or None."""
-    if isinstance(exc, ApprovalRejected) or checkout is None:
+    if isinstance(exc, (ApprovalRejected, ReleaseAborted)) or checkout is None:
         return None  # a decision, not a failure; or nothing cloned (the error says why)
     try:
         app = progress.spec.app if progress.spec is not None else declared_app(checkout.path, progress.spec_path)

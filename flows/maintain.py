@@ -1,7 +1,10 @@
 """Operating what is live: ``verify`` (is every environment still serving its verified release, and passing its
-checks?) and ``promote`` (move a verified release to the next environment without rebuilding)."""
+checks?), ``promote`` (move a verified release to the next environment without rebuilding) and ``control`` (abort a
+baking canary, or promote it now: what `slipway abort` / `slipway promote-now` do, from the Prefect UI)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -92,3 +95,17 @@ def promote(
 
 
 __all__ = ["verify_live", "promote"]
+
+
+@flow(name="control", flow_run_name="{action} {app}/{environment}")
+def control(app: str, environment: str, action: Literal["abort", "promote-now"], reason: str = "", store_block: str = "default") -> dict:
+    """``abort``: the canary baking in ENVIRONMENT stops and traffic goes back to the stable version; ``promote-now``:
+    its remaining bakes are skipped and it is promoted to 100%. Recorded in the ledger with the reason; the release's
+    own run acts on it within seconds."""
+    from prefect.runtime import flow_run
+
+    from slipway.rollout.progressive import request_control
+
+    out = request_control(open_store(store_block)[1], app, environment, action, reason, actor=f"Prefect UI (run {flow_run.get_name()})")
+    get_run_logger().info("%s recorded for release %s of %s/%s", action, out["release_id"], app, environment)
+    return out

@@ -64,6 +64,9 @@ def _bake_settings(ref: EnvRef) -> progressive.BakeSettings:
     )
 
 
+PROMOTE_NOW = "PROMOTE-NOW"  # bake_and_judge's answer when a person asked to skip the remaining bakes
+
+
 @task(name="bake-and-judge", task_run_name="bake {percent}% ({label})", cache_policy=NO_CACHE)
 def bake_and_judge(
     ref: EnvRef, artifact: ArtifactRef, stable_version: str, version: str, percent: int, started_seq: int,
@@ -76,11 +79,15 @@ def bake_and_judge(
     logger.info("baking %d%% on version %s for %ss%s", percent, version, settings.duration_s,
                 f" with synthetic traffic at {traffic.rate}" if traffic else "")
     progress = _bake_progress(ref, percent, label)
-    verdict = progressive.bake(
-        env_context(ref), artifact, stable_version=stable_version, version=version, percent=percent, started_seq=started_seq,
-        settings=settings, alarm_gate=_gate_from(ref, alarm_names, alarm_snapshot), label=label,
-        window_start=datetime.fromisoformat(since) if since else None, on_progress=progress,
-    )
+    try:
+        verdict = progressive.bake(
+            env_context(ref), artifact, stable_version=stable_version, version=version, percent=percent, started_seq=started_seq,
+            settings=settings, alarm_gate=_gate_from(ref, alarm_names, alarm_snapshot), label=label,
+            window_start=datetime.fromisoformat(since) if since else None, on_progress=progress,
+        )
+    except progressive.PromoteNow as asked:  # a decision, not a verdict: the remaining bakes are skipped
+        logger.warning("promote-now asked by %s (%s): skipping the remaining bakes at %d%%", asked.actor, asked.reason, percent)
+        return {"verdict": PROMOTE_NOW, "actor": asked.actor, "reason": asked.reason}
     progress(100.0)
     logger.info("canary verdict at %d%%: %s: %s", percent, verdict.verdict, verdict.reason)
     return verdict.model_dump(mode="json")

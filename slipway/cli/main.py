@@ -172,6 +172,21 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    """`slipway abort` / `slipway promote-now`: recorded in the ledger; the baking canary acts on it within seconds."""
+    if len(args.reason or "") > 500:
+        raise CliError("--reason is limited to 500 characters; shorten it")
+    if args.command == "promote-now" and not (args.reason or "").strip():
+        raise CliError("promote-now skips the remaining bakes: say why with --reason (it is recorded in the ledger)")
+    out = _runner(args).request_control(args.app, args.env, args.command, args.reason or "")
+    canary = out.get("canary") or {}
+    then = ("traffic goes back to the stable version" if args.command == "abort" else "the remaining bakes are skipped and the "
+            "release is promoted to 100%")
+    print(f"{args.app}/{args.env}: {args.command} recorded for release {out['release_id']} (canary at {canary.get('percent')}% on "
+          f"version {canary.get('version')}); within a few seconds {then}. `slipway history {args.app} --env {args.env}` shows it")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a spec without releasing it: the schema, the files it names in the repository, and (``--blocks``) the
     blocks it needs on the Prefect server."""
@@ -370,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reason", default="", help="recorded in the ledger")
     ap.add_argument("--approver", default=None, help="recorded in the ledger (default: user@host)")
     ap.set_defaults(func=cmd_approve)
+
+    for name, what in (("abort", "stop the canary baking in ENV: traffic back to the stable version at once, the release ends aborted"),
+                       ("promote-now", "skip the remaining bakes of the canary in ENV and promote it to 100% (a hotfix)")):
+        ctl = sub.add_parser(name, help=what)
+        ctl.add_argument("app")
+        ctl.add_argument("env")
+        ctl.add_argument("--reason", default="", help="recorded in the ledger with who asked" + (" (required)" if name == "promote-now" else ""))
+        ctl.set_defaults(func=cmd_control)
 
     chk = sub.add_parser("check", help="validate a slipway.yaml without releasing it (schema, files it names; --blocks: the blocks it needs)")
     chk.add_argument("path", nargs="?", default=".", help="the repository's root (default: .) or a spec file")

@@ -123,6 +123,13 @@ class DeployError(SlipwayError):
     ref = "deploy-failed"
 
 
+class ReleaseAborted(DeployError):
+    """A person aborted the running release (``slipway abort``): traffic goes back to the stable version at once."""
+
+    stage = "abort"
+    ref = "release-aborted"
+
+
 class VerificationFailed(SlipwayError):
     stage = "verify"
     ref = "verification-failed"
@@ -260,6 +267,8 @@ REFERENCES: dict[str, Reference] = _declare(
     ((CanaryFailed,), ("canary-failed", "canary-inconclusive", "alarm-fired")),
     ((ApprovalRejected,), ("approval-rejected",)),
     ((EnvironmentFrozen,), ("environment-frozen",)),
+    ((ReleaseAborted,), ("release-aborted",)),
+    ((InputError,), ("nothing-running",), BAD_INPUT),  # abort / promote-now with no release in progress
     ((RollbackError,), ("rollback-failed",)),
     ((RollbackError,), ("unknown-release", "nothing-to-roll-back-to"), BAD_INPUT),
     ((LedgerError,), ("ledger-failed", "ledger-contention", "ledger-corrupt", "ledger-tampered")),

@@ -46,6 +46,8 @@ EntryKind = Literal[
     "rejected",  # ... answered no, or timed out
     "superseded",  # a release older than the live one (or than one queued behind it) stopped here, touching nothing
     "healed",  # the verify flow (heal) undid changes made outside Slipway around the live version: detail.found
+    "abort-requested",  # a person asked the running release to stop: traffic back to stable (actor, message = why)
+    "promote-requested",  # a person asked the running canary to skip its remaining bakes and promote (actor, why)
 ]
 
 
@@ -104,6 +106,7 @@ class InProgress(BaseModel):
     message: str = ""
     from_version: str | None = None  # what the alias served before this run touched it
     flags: dict[str, dict] | None = None  # the feature flags this deploy delivers (None: a re-verification, or not recorded)
+    control: dict | None = None  # abort or promote-now asked for this run: {kind, actor, reason, seq}
 
 
 class EnvHead(BaseModel):
@@ -172,6 +175,10 @@ def fold(head: EnvHead, entry: LedgerEntry) -> EnvHead:
             kind="rollback", release_id=entry.release_id, version=entry.version, started_seq=entry.seq,
             started_at=entry.at, run_id=entry.run_id,
         )
+    elif kind in ("abort-requested", "promote-requested"):
+        if h.in_progress is not None and h.in_progress.kind == "deploy" and h.in_progress.control is None:
+            h.in_progress = h.in_progress.model_copy(update={"control": {
+                "kind": kind.removesuffix("-requested"), "actor": entry.actor, "reason": entry.detail.get("reason", ""), "seq": entry.seq}})
     elif kind == "deployed":
         h.serving_version = entry.version
         h.canary = None

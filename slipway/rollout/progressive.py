@@ -25,11 +25,61 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from slipway.verify.canary import CanaryThresholds, CanaryVerdict, judge
-from slipway.core.errors import CanaryFailed, DeployError
+from slipway.core.errors import CanaryFailed, DeployError, ReleaseAborted
 from slipway.core.models import ArtifactRef, DeployResult
 from slipway.rollout.staged import EnvContext, begin
 
 CHECK_EVERY_S = 15.0  # alarms and an early FAIL are looked at this often during a bake
+CONTROL_EVERY_S = 2.0  # an abort or promote-now asked for (in the ledger) is looked for this often during a bake
+
+
+class PromoteNow(Exception):
+    """A person asked the canary to skip its remaining bakes (``slipway promote-now``): not an error, a decision."""
+
+    def __init__(self, actor: str, reason: str) -> None:
+        super().__init__(f"promote now, asked by {actor}: {reason}")
+        self.actor, self.reason = actor, reason
+
+
+def request_control(ledger, app: str, environment: str, action: str, reason: str, actor: str | None = None) -> dict:
+    """``slipway abort`` / ``slipway promote-now`` (and the ``control`` flow): record the request in the environment's
+    ledger, where the baking canary looks for it every ``CONTROL_EVERY_S``. Refused (nothing recorded) unless a canary
+    is baking there. ``action``: abort | promote-now."""
+    from slipway.core.errors import InputError
+    from slipway.record.ledger import default_actor
+
+    if action not in ("abort", "promote-now"):
+        raise InputError(f"unknown action {action!r}: abort or promote-now", ref="invalid-input")
+    head = ledger.head(app, environment)
+    running = head.in_progress
+    if running is None or running.kind != "deploy" or not head.canary:
+        raise InputError(f"no canary of {app} is baking in {environment}: nothing to {action}",
+                         hint=f"`slipway history {app} --env {environment}` shows what happened; `slipway rollback` moves a live release back",
+                         ref="nothing-running")
+    if running.control:
+        raise InputError(f"{running.control['kind']} was already asked for this release by {running.control['actor']}",
+                         hint="the running stage acts on it within seconds", ref="nothing-running")
+    kind = "abort-requested" if action == "abort" else "promote-requested"
+    who = actor or default_actor()
+    entry, _ = ledger.record(app, environment, kind, release_id=running.release_id, version=running.version, actor=who,
+                             message=f"{action} asked by {who}" + (f": {reason}" if reason else ""), detail={"reason": reason})
+    return {"app": app, "environment": environment, "action": action, "release_id": running.release_id, "seq": entry.seq,
+            "canary": head.canary}
+
+
+def check_controls(ctx: EnvContext, started_seq: int) -> None:
+    """Raise for an abort (ReleaseAborted: the stage fails and its rollback puts stable back) or a promote-now
+    (PromoteNow) asked for this run's deploy; return when neither was. Also raises when another run took over."""
+    current = ctx.head().in_progress
+    if current is None or current.started_seq != started_seq:
+        raise DeployError(f"another run changed {ctx.environment} during this canary", target=f"{ctx.app}/{ctx.environment}",
+                          hint="see `slipway history`; release again once the other run has finished", ref="concurrent-change")
+    control = current.control or {}
+    if control.get("kind") == "abort":
+        raise ReleaseAborted(f"aborted by {control.get('actor')}" + (f": {control['reason']}" if control.get("reason") else ""),
+                             target=f"{ctx.app}/{ctx.environment}", hint="traffic goes back to the stable version")
+    if control.get("kind") == "promote":
+        raise PromoteNow(control.get("actor") or "someone", control.get("reason") or "")
 
 
 def utc_now() -> datetime:
@@ -56,6 +106,7 @@ class BakeSettings:
     traffic_max_requests: int = 10_000
     check_every_s: float = CHECK_EVERY_S
     early_fail: bool = True  # stop the bake at the first interim FAIL (only FAIL ends a bake early)
+    control_every_s: float = CONTROL_EVERY_S
 
 
 def _still_ours(ctx: EnvContext, started_seq: int) -> None:
@@ -121,17 +172,18 @@ def bake(
     ``check_every_s``, also with no synthetic traffic). INCONCLUSIVE and PASS are returned.
     """
     clock = clock or Clock()
-    _still_ours(ctx, started_seq)
+    check_controls(ctx, started_seq)
     start_wall = window_start or clock.wall()  # an extension judges the whole step so far, not just its own time
     t0 = clock.clock()
     sent = errors = 0
     budget = settings.traffic_max_requests
     verdict: CanaryVerdict | None = None
+    next_check = t0 + settings.check_every_s
     while True:
         remaining = settings.duration_s - (clock.clock() - t0)
         if remaining <= 1e-9:
             break
-        chunk = min(remaining, settings.check_every_s)
+        chunk = min(remaining, settings.control_every_s, max(next_check - clock.clock(), 1e-3))
         slice_start = clock.clock()
         if settings.traffic_items and budget > 0:
             result = ctx.target.drive(settings.traffic_items, settings.traffic_rate_per_s, chunk, max_requests=budget,
@@ -144,6 +196,10 @@ def bake(
             clock.sleep(left)  # no traffic to send (or it finished early): wait out the slice
         if on_progress is not None:
             on_progress(100.0 * min(1.0, (clock.clock() - t0) / settings.duration_s))
+        check_controls(ctx, started_seq)  # abort / promote-now, asked for through the ledger
+        if clock.clock() < next_check - 1e-9 and settings.duration_s - (clock.clock() - t0) > 1e-9:
+            continue  # alarms and the interim verdict keep their own pace
+        next_check += settings.check_every_s
         if alarm_gate is not None:
             fired = alarm_gate.check()
             if fired:

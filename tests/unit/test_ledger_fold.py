@@ -145,3 +145,15 @@ def test_a_corrupt_head_checkpoint_is_folded_again_from_the_entries():
     assert ledger.head("app", "dev").in_progress.release_id == "r1"
     ledger.record("app", "dev", "verified", release_id="r1", version="1")  # the next write replaces the checkpoint
     assert ledger.head("app", "dev").live.release_id == "r1"
+
+
+def test_an_abort_or_promote_request_belongs_to_the_running_deploy_only():
+    base = [entry(1, "deploy-started", "r1", "1"), entry(2, "verified", "r1", "1"), entry(3, "deploy-started", "r2", "2"),
+            entry(4, "traffic-shifted", "r2", "2", detail={"percent": 25})]
+    asked = run(*base, entry(5, "abort-requested", "r2", "2", actor="ada", detail={"reason": "red"}),
+                entry(6, "promote-requested", "r2", "2", actor="bob", detail={"reason": "late"}))
+    assert asked.in_progress.control == {"kind": "abort", "actor": "ada", "reason": "red", "seq": 5}  # the first one counts
+    assert run(*base, entry(5, "promote-requested", "r2", "2", actor="bob", detail={"reason": "x"}),
+               entry(6, "deploy-started", "r3", "3")).in_progress.control is None  # the next deploy starts clean
+    idle = run(*base[:2], entry(3, "abort-requested", "r1", "1", actor="ada"))
+    assert idle.in_progress is None and idle.live.release_id == "r1"  # nothing running: recorded, changes nothing
