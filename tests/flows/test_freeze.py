@@ -4,11 +4,9 @@ approval at the environment's turn, and the answer is recorded in the ledger; a 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from datetime import datetime, timedelta, timezone
+
+from paused_release import start_release, wait_until_paused
 
 
 def frozen_repo(app_repo, windows: str, tag: str):
@@ -65,23 +63,6 @@ def test_a_shared_block_freezes_every_environment_that_names_it(prefect_api, app
     repo = frozen_repo(app_repo, "    freeze_block: test-freeze\n", "f2")
     err = release(repo_url=repo.url, ref="f2", return_state=True).result(raise_on_failure=False)
     assert err.ref == "environment-frozen" and "always (test) (from '* * * * *' Europe/Berlin, for 5m)" in err.message
-
-
-def start_release(prefect_api, repo, ref: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"], "SLIPWAY_APPROVAL_POLL_S": "1"}
-    return subprocess.Popen([sys.executable, "-m", "slipway.cli", "release", repo.url, "--ref", ref, *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until_paused(app: str, env: str, proc: subprocess.Popen) -> None:
-    from deployments.runner import paused_runs
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if paused_runs(app, env):
-            return
-        time.sleep(0.3)  # polling interval for a state another process reaches, not a wait for an outcome
-    raise AssertionError(f"the release never paused: {proc.communicate(timeout=5)}")
 
 
 def test_an_override_is_approved_at_the_environments_turn_and_recorded_and_a_rejected_one_touches_nothing(prefect_api, app_repo):

@@ -4,13 +4,8 @@ rollback hook, the ledger and the UI artifacts."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
-
 from conftest import EXAMPLE
+from paused_release import start_release, wait_until_paused
 
 
 CANARY_ENV = """
@@ -115,23 +110,6 @@ def approval_repo(app_repo, timeout: str = "2m"):
     spec = spec[: spec.index("environments:")] + "environments:" + APPROVAL_ENV.format(timeout=timeout)
     repo.write("slipway.yaml", spec).commit("prod needs approval", tag="a1")
     return repo
-
-
-def start_release(prefect_api, repo, ref: str) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"], "SLIPWAY_APPROVAL_POLL_S": "1"}
-    return subprocess.Popen([sys.executable, "-m", "slipway.cli", "release", repo.url, "--ref", ref],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until_paused(app: str, env: str, proc: subprocess.Popen) -> None:
-    from deployments.runner import paused_runs
-
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        if paused_runs(app, env):
-            return
-        time.sleep(0.3)  # polling interval for a state another process reaches, not a wait for an outcome
-    raise AssertionError(f"the release never paused: {proc.communicate(timeout=5)}")
 
 
 def test_an_approved_release_goes_live_and_records_the_approver(prefect_api, app_repo):
