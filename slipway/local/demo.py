@@ -222,10 +222,12 @@ def demo_restart(status: dict) -> list[str]:
     after = json.loads(_slipway("history", "hello", "--json", show=False).stdout)
     problems = []
     if after != before:
-        problems.append(f"restart: `slipway history hello` had {len(before)} entries before `local down`, {len(after)} after `local up`")
+        problems.append(f"restart: `slipway history hello` had {len(before['entries'])} entries before `local down`, "
+                        f"{len(after['entries'])} after `local up`")
     if after_status.get("ui_url") != status.get("ui_url"):
         problems.append(f"restart: the Prefect UI moved from {status.get('ui_url')} to {after_status.get('ui_url')}")
-    print(f"  hello's ledger: {len(before)} entries before, {len(after)} after; Prefect UI still at {after_status.get('ui_url')}")
+    print(f"  hello's ledger: {len(before['entries'])} entries before, {len(after['entries'])} after (the same); "
+          f"Prefect UI still at {after_status.get('ui_url')}")
     return problems
 
 
