@@ -81,7 +81,7 @@ def promote(
         what = f"release {release_id}" if release_id else "nothing"
         raise ReleaseFailed(f"{what} is verified and live-eligible in {app}/{from_env}", hint="see `slipway history APP`",
                             ref="nothing-to-promote")
-    provenance = store.read_manifest(app, (chosen.artifact_sha256 or "").removeprefix("sha256:"))
+    provenance = store.provenance(app, (chosen.artifact_sha256 or "").removeprefix("sha256:"), chosen.release_id)
     if provenance is None:
         raise ReleaseFailed(f"no provenance manifest for {chosen.release_id} in the artifact store",
                             hint="release it from git instead (`slipway release`)", ref="manifest-missing")

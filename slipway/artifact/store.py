@@ -3,7 +3,9 @@
 Layout under the bucket and prefix::
 
     artifacts/{app}/{sha256}.zip             the artifact (conditional write: never overwritten)
-    artifacts/{app}/{sha256}.manifest.json   its provenance manifest
+    artifacts/{app}/{sha256}.manifest.json   its provenance manifest (of the first release that built these bytes)
+    artifacts/{app}/{sha256}.releases/{release_id}.json   each release's own provenance: two commits that build the
+                                             same bytes (a commit that changes only docs or slipway.yaml) are two releases
     builds/{app}/{build_key}.json            build pointer: commit + build config -> artifact (reuse, no rebuild)
     ledger/{app}/{env}/...                   the ledger (see ledger.py)
     diagnostics/{app}/{at}-{run}.json        a failed release's record, read by `slipway diagnose` (see diagnose.py)
@@ -46,6 +48,9 @@ class ArtifactStore:
 
     def manifest_key(self, app: str, sha256: str) -> str:
         return f"{self.prefix}artifacts/{app}/{sha256}.manifest.json"
+
+    def release_manifest_key(self, app: str, sha256: str, release_id: str) -> str:
+        return f"{self.prefix}artifacts/{app}/{sha256}.releases/{release_id}.json"
 
     def build_pointer_key(self, app: str, build_key: str) -> str:
         return f"{self.prefix}builds/{app}/{build_key}.json"
@@ -226,7 +231,7 @@ class ArtifactStore:
         if commit and ref.commit != commit:
             problems.append(f"it names commit {ref.commit[:12]}, not {commit[:12]}")
         try:
-            manifest, why = self.read_manifest(app, ref.sha256), "missing"
+            manifest, why = self.provenance(app, ref.sha256, ref.release_id), "missing"
         except (ValidationError, ValueError, TypeError) as exc:
             manifest, why = None, str(exc).splitlines()[0]
         if manifest is None:
@@ -250,6 +255,25 @@ class ArtifactStore:
     def read_manifest(self, app: str, sha256: str) -> Provenance | None:
         data = self._get_signed(self.manifest_key(app, sha256))
         return Provenance.model_validate(data) if data else None
+
+    def provenance(self, app: str, sha256: str, release_id: str | None) -> Provenance | None:
+        """The provenance of ``release_id`` (commit, ref, spec, build key) of the artifact ``sha256``: its own record, or,
+        for a release published before releases had one, the artifact's manifest (which names the first release)."""
+        if release_id:
+            data = self._get_signed(self.release_manifest_key(app, sha256, release_id))
+            if data:
+                return Provenance.model_validate(data)
+        return self.read_manifest(app, sha256)
+
+    def provenance_key(self, app: str, sha256: str, release_id: str | None) -> str:
+        """Where ``provenance`` read from (for messages)."""
+        if release_id and self._exists(self.release_manifest_key(app, sha256, release_id)):
+            return self.release_manifest_key(app, sha256, release_id)
+        return self.manifest_key(app, sha256)
+
+    def _record_provenance(self, provenance: Provenance) -> None:
+        key = self.release_manifest_key(provenance.app, provenance.artifact_sha256, provenance.release_id)
+        self._put_if_absent(key, seal(self.signer, key, provenance.model_dump(mode="json")), "application/json")
 
     def check_intact(self, ref: ArtifactRef) -> None:
         """Before a deploy: the stored zip still hashes to its published digest (streamed, nothing kept). An object
@@ -327,6 +351,7 @@ class ArtifactStore:
             )
         manifest = seal(self.signer, self.manifest_key(app, sha), provenance.model_dump(mode="json"))
         self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
+        self._record_provenance(provenance)
         ref = ArtifactRef(
             app=app,
             sha256=sha,
@@ -347,6 +372,7 @@ class ArtifactStore:
         app, sha = provenance.app, provenance.artifact_sha256
         manifest = seal(self.signer, self.manifest_key(app, sha), provenance.model_dump(mode="json"))
         written = self._put_if_absent(self.manifest_key(app, sha), manifest, "application/json")
+        self._record_provenance(provenance)
         ref = ArtifactRef(
             app=app, sha256=sha, size=0, bucket=self.bucket, key=self.manifest_key(app, sha), manifest_key=self.manifest_key(app, sha),
             commit=provenance.commit, release_id=provenance.release_id, reused=not written, image=image,

@@ -203,7 +203,8 @@ def prove_release(ctx: EnvContext, release: LiveRelease) -> None:
     if ctx.store is not None and release.artifact_sha256:
         where = ctx.store.manifest_key(ctx.app, release.artifact_sha256)
         try:
-            manifest, why = ctx.store.read_manifest(ctx.app, release.artifact_sha256), "missing"
+            where = ctx.store.provenance_key(ctx.app, release.artifact_sha256, release.release_id)
+            manifest, why = ctx.store.provenance(ctx.app, release.artifact_sha256, release.release_id), "missing"
         except (ValueError, TypeError) as exc:  # not JSON, not a manifest, or a signature that does not verify
             manifest, why = None, str(exc).splitlines()[0]
         if manifest is None:

@@ -302,3 +302,28 @@ def test_a_release_resolves_each_block_once_for_all_its_environments(prefect_api
     assert state.is_completed(), summary
     assert loads and max(loads.values()) == 1, loads
     assert "slipway-lambda-target/block_documents/name/dev" in loads  # looked for once, then `default`
+
+
+def test_a_commit_that_builds_the_same_bytes_is_a_release_of_its_own_reused_promoted_and_rolled_back_to(prefect_api, clients, app_repo):
+    """A commit that changes only docs (or slipway.yaml) builds a byte-identical zip: the same artifact, but its own
+    release with its own provenance. Re-releasing it, promoting it and rolling back to it use that provenance (the
+    artifact's manifest names the first commit that built those bytes)."""
+    from flows.maintain import promote
+    from tasks.wiring import open_store
+
+    repo = app_repo()
+    state, first = run_release(repo_url=repo.url, ref="v1", only=["dev"])
+    assert state.is_completed(), first
+    repo.write("README.md", "docs only\n").commit("docs", tag="d2")
+    state, docs = run_release(repo_url=repo.url, ref="d2", only=["dev"])
+    assert state.is_completed(), docs
+    assert docs["artifact"]["sha256"] == first["artifact"]["sha256"] and docs["release_id"] != first["release_id"]
+    state, again = run_release(repo_url=repo.url, ref="d2", only=["dev"])  # its build pointer is proven against its own record
+    assert state.is_completed(), again
+    assert again["artifact"]["reused"] is True and again["release_id"] == docs["release_id"]
+    promoted = promote(app=repo.app, from_env="dev", to_env="staging")
+    assert promoted["release_id"] == docs["release_id"] and promoted["commit"] == docs["commit"]
+    repo.break_health_check().commit("v3", tag="v3")
+    state, err = run_release(repo_url=repo.url, ref="v3", only=["dev"])
+    assert state.is_failed() and f"dev rolled back to {docs['release_id']}" in err.message, err.message
+    assert open_store("default")[1].head(repo.app, "dev").live.release_id == docs["release_id"]

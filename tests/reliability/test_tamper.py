@@ -103,7 +103,7 @@ def test_rollback_to_a_release_whose_manifest_was_rewritten_is_refused_and_nothi
     head = ledger.head(repo.app, "dev")
     first = head.previous_verified()
     s3, session = _s3(prefect_api)
-    key = f"slipway/artifacts/{repo.app}/{first.artifact_sha256}.manifest.json"
+    key = f"slipway/artifacts/{repo.app}/{first.artifact_sha256}.releases/{first.release_id}.json"  # the release's own provenance
     manifest = json.loads(s3.get_object(Bucket=prefect_api["bucket"], Key=key)["Body"].read())
     s3.put_object(Bucket=prefect_api["bucket"], Key=key, Body=json.dumps({**manifest, "commit": "e" * 40}).encode())
 
