@@ -65,7 +65,7 @@ def test_release_goes_live_everywhere_and_an_unchanged_rerelease_reuses_artifact
     for env in ("dev", "staging", "prod"):
         assert alias_version(lam, f"{repo.app}-{env}") == "1"
     keys_before = store_keys(s3, prefect_api["bucket"], repo.app)
-    assert len(keys_before) == 3  # zip, manifest, build pointer
+    assert len(keys_before) == 4  # zip, manifest, the release's provenance, build pointer
 
     state, again = run_release(repo_url=repo.url, ref="v1")
     assert state.is_completed(), again

@@ -86,8 +86,8 @@ def test_a_pointer_and_manifest_forged_consistently_but_without_the_key_are_refu
     v1 = _publish(store, tmp_path, "1" * 40, "bk1")
     v2 = _publish(store, tmp_path, "2" * 40, "bk2")
     assert store.find_build("app", "bk1", "1" * 40) == v1.model_copy(update={"reused": True})
-    # someone with write access to the bucket makes v1's pointer name v2's artifact, and rewrites v2's manifest to match
-    manifest_key = store.manifest_key("app", v2.sha256)
+    # someone with write access to the bucket makes v1's pointer name v2's artifact, and rewrites v2's provenance to match
+    manifest_key = store.release_manifest_key("app", v2.sha256, v2.release_id)
     manifest = json.loads(s3.objects[manifest_key][0])
     manifest.update(commit="1" * 40, build_key="bk1", release_id=v2.release_id)
     manifest.pop("signature")
