@@ -39,9 +39,12 @@ def failure_record(
     delivered = _delivered_flags(ledger_entries)
     new_size = artifact.size if artifact and not artifact.image else (built.size if built else None)
     diff = None
-    if diff_env and diff_env in progress.heads:
+    heads = progress.heads
+    if not (diff_env and diff_env in heads) and (newest := td.newest_live(store_block, app)):
+        diff_env, heads = newest[0], {newest[0]: newest[1]}  # failed before the spec was read: the last verified release
+    if diff_env and diff_env in heads:
         diff = td.release_diff(store_block, checkout, app, diff_env, progress.spec_path or "slipway.yaml",
-                               progress.heads[diff_env].live, new_size, delivered)
+                               heads[diff_env].live, new_size, delivered)
     env_keys: list[str] = []
     if spec is not None and diff_env:
         env_keys = sorted({**getattr(spec.artifact, "environment", {}), **spec.environment(diff_env).environment})

@@ -18,6 +18,18 @@ def _flag_lines(old: dict, new: dict) -> list[str]:
 
 
 @task(name="release-diff", cache_policy=NO_CACHE)
+def newest_live(store_block: str, app: str):
+    """(environment, head) of the environment whose live release was verified last: the baseline of a failure that
+    came before the spec was read (a typo'd key, a renamed handler), when no environment is known yet. Best effort."""
+    try:
+        _, ledger = open_store(store_block)
+        live = [(env, head) for env in ledger.environments(app) if (head := ledger.head(app, env)).live is not None]
+    except Exception as exc:  # noqa: BLE001 - a diagnosis without a diff is still a diagnosis
+        get_run_logger().warning("could not read the ledger of %s for a baseline: %s", app, exc)
+        return None
+    return max(live, key=lambda pair: pair[1].live.verified_at or "") if live else None
+
+
 def release_diff(
     store_block: str, checkout: Checkout, app: str, environment: str, spec_path: str, baseline: LiveRelease | None,
     new_size: int | None, new_flags: dict | None = None,

@@ -149,6 +149,24 @@ def test_a_missing_environment_variable_is_configuration_with_the_diff_against_t
     assert "cause:       CONFIGURATION" in text and "v2: configurable greeting" in text and "debug" not in text  # no values
 
 
+def test_a_spec_that_no_longer_parses_is_configuration_with_the_diff_against_the_last_verified_release(prefect_api, app_repo):
+    """A failure before the spec is read (a typo'd key) knows no environment yet: the baseline is the environment whose
+    live release was verified last, and the diff names the spec change that broke it."""
+    repo = app_repo()
+    first = _release(repo, "v1", only=["dev"])
+    assert first.is_completed()
+    spec = (repo.path / "slipway.yaml").read_text().replace("  handler: app.handler\n", "  handlr: app.handler\n")
+    repo.write("slipway.yaml", spec).commit("rename the handler key", tag="v2")
+    assert _release(repo, "v2", only=["dev"]).is_failed()
+
+    d = _diagnose(repo.app)
+    assert d["classification"] == "configuration" and d["stage"] == "spec"
+    diff = d["diff"]
+    assert diff["baseline_release"] == first.result()["release_id"] and diff["environment"] == "dev"
+    assert diff["commits"][0].endswith(" rename the handler key") and "M slipway.yaml" in diff["files"]
+    assert "+  handlr: app.handler" in diff["spec"] and "-  handler: app.handler" in diff["spec"]
+
+
 def test_an_unreachable_aws_endpoint_is_network_or_aws(prefect_api, app_repo):
     from prefect_aws import AwsCredentials
     from prefect_aws.client_parameters import AwsClientParameters
