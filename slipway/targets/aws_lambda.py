@@ -151,11 +151,16 @@ def publish_version(lam, settings: LambdaSettings, artifact: ArtifactRef, sleep:
     )
 
 
+def _versions(lam, name: str) -> tuple[dict | None, list[dict]]:
+    """(``$LATEST``'s configuration, the published versions' oldest first) of the function."""
+    versions = [v for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=name) for v in page.get("Versions", [])]
+    latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
+    return latest, sorted((v for v in versions if str(v.get("Version", "")).isdigit()), key=lambda v: int(v["Version"]))
+
+
 def _published_versions(lam, name: str) -> set[str]:
-    out: set[str] = set()
-    for page in lam.get_paginator("list_versions_by_function").paginate(FunctionName=name):
-        out.update(v["Version"] for v in page.get("Versions", []))
-    return out
+    latest, published = _versions(lam, name)
+    return {v["Version"] for v in published} | ({"$LATEST"} if latest else set())
 
 
 def point_alias(lam, name: str, alias: str, version: str, *, error_cls=DeployError) -> str | None:
@@ -273,8 +278,7 @@ class LambdaTarget:
         try:
             routing = (self.lam.get_alias(FunctionName=name, Name=alias).get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
             function = self.lam.get_function(FunctionName=name)
-            versions = [v for page in self.lam.get_paginator("list_versions_by_function").paginate(FunctionName=name)
-                        for v in page.get("Versions", [])]
+            latest, published = _versions(self.lam, name)
         except ClientError as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return []  # gone: deploying recreates it (check_no_drift lets that through)
@@ -284,8 +288,6 @@ class LambdaTarget:
         owner = (function.get("Tags") or {}).get("slipway:app")
         if owner != app:
             found.append(f"the function's slipway:app tag is {'missing' if owner is None else repr(owner)} (Slipway tagged it {app!r})")
-        latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
-        published = sorted((v for v in versions if str(v.get("Version", "")).isdigit()), key=lambda v: int(v["Version"]))
         if published and not _SLIPWAY_DESCRIPTION.match(published[-1].get("Description") or ""):
             found.append(f"version {published[-1]['Version']} was published outside Slipway ({published[-1].get('Description') or 'no description'!r})")
         elif latest is not None and published:
@@ -307,9 +309,7 @@ class LambdaTarget:
             aws_call(DeployError, "tag the function", self.lam.tag_resource, Resource=function["Configuration"]["FunctionArn"],
                      Tags={"slipway:app": app}, target=name)
             done.append(f"tagged slipway:app={app}")
-        versions = [v for page in self.lam.get_paginator("list_versions_by_function").paginate(FunctionName=name) for v in page.get("Versions", [])]
-        latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
-        published = sorted((v for v in versions if str(v.get("Version", "")).isdigit()), key=lambda v: int(v["Version"]))
+        latest, published = _versions(self.lam, name)
         if latest is not None and published and _config_differences(_config_view(published[-1], code=False), _config_view(latest, code=False)):
             view = _config_view(published[-1], code=False)
             aws_call(DeployError, "restore the function configuration", self.lam.update_function_configuration, FunctionName=name,
