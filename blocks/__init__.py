@@ -10,9 +10,10 @@ from blocks.slipway_blocks import (
     EcsTargetBlock,
     FreezeWindowsBlock,
     LambdaTargetBlock,
+    PrometheusBlock,
     RegistryBlock,
     aws_clients,
     parse_port_range,
 )
 
-__all__ = ["ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "FreezeWindowsBlock", "LambdaTargetBlock", "RegistryBlock", "aws_clients", "parse_port_range"]
+__all__ = ["ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "FreezeWindowsBlock", "LambdaTargetBlock", "PrometheusBlock", "RegistryBlock", "aws_clients", "parse_port_range"]

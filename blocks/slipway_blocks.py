@@ -285,3 +285,32 @@ class FreezeWindowsBlock(Block):
 
     windows: list[FreezeWindow] = Field(default_factory=list, title="Windows",
                                         description="Recurring (cron, duration, timezone) or dated (start, end), each with a reason.")
+
+
+class PrometheusBlock(Block):
+    """A Prometheus server that canaries are judged on: slipway.yaml's ``analysis.metrics`` entries with
+    ``prometheus: {query, server: NAME}`` are read from the block named NAME (default ``default``). The URL lives
+    here, with the operator, not in an app's repository.
+
+    Example:
+        ```python
+        from blocks import PrometheusBlock
+        PrometheusBlock(url="http://prometheus.internal:9090").save("default")
+        url = PrometheusBlock.load("default").url
+        ```
+    """
+
+    _block_type_name: ClassVar[str] = "Slipway Prometheus"
+    _block_type_slug: ClassVar[str] = "slipway-prometheus"
+    _description: ClassVar[str] = "A Prometheus HTTP API that canary analysis queries (analysis.metrics in slipway.yaml)."
+
+    url: str = Field(title="URL", description="Base URL of the Prometheus HTTP API, e.g. http://prometheus:9090")
+    token: SecretStr | None = Field(default=None, title="Bearer token", description="Sent as Authorization: Bearer, if the server needs one.")
+    timeout_s: float = Field(default=10, gt=0, le=120, title="Timeout", description="Seconds per query.")
+
+    @field_validator("url")
+    @classmethod
+    def http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")

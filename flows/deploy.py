@@ -1,7 +1,7 @@
 """The ``deploy-environment`` flow: one environment of a release, under its lock.
 
-approval gate (if any) → lock → reconcile → prepare a version → all-at-once (shift, alarms) or progressive (shift,
-bake, judge, …, promote) → verify. A failure (or a crash, or a cancellation) fires the ``rollback`` subflow from the
+approval gate (if any) → lock → reconcile → prepare a version → before-traffic hooks → all-at-once (shift, alarms) or
+progressive (shift, during-bake hooks, bake, judge, …, promote) → after-traffic hooks → verify. A failure (or a crash, or a cancellation) fires the ``rollback`` subflow from the
 state hooks.
 """
 
@@ -18,7 +18,7 @@ from slipway.core.models import ArtifactRef
 from slipway.rollout.progressive import bake_schedule
 from slipway.rollout.staged import EnvRef
 from slipway.verify.canary import CanaryVerdict
-from tasks import deploy_tasks as d, progressive_tasks as p
+from tasks import deploy_tasks as d, hook_tasks as h, progressive_tasks as p
 from tasks.artifact_tasks import recorded_spec
 from tasks.freeze import frozen, refusal
 from tasks.locks import environment_lock
@@ -110,14 +110,23 @@ def _deploy(ref: EnvRef, env, artifact: ArtifactRef) -> tuple[str, int]:
     snapshot = p.snapshot_alarms(ref, env.alarms) if env.alarms else None
     deployed = d.prepare_version(ref, artifact)
     stable = deployed.previous_version
+    _hooks(ref, env, artifact, "before_traffic", deployed.version, stable)  # the new version exists, with no traffic yet
     if env.progressive is not None and stable and stable != deployed.version:
-        return deployed.version, _progressive(ref, env, artifact, stable, deployed, snapshot)
-    if env.progressive is not None:
-        get_run_logger().info("%s: nothing live to compare a canary with, so this first release goes all-at-once", env.name)
-    started_seq = d.shift_traffic(ref, artifact, deployed)
-    if env.alarms:
-        p.check_alarms(ref, artifact, deployed.version, env.alarms, snapshot, 100)
+        started_seq = _progressive(ref, env, artifact, stable, deployed, snapshot)
+    else:
+        if env.progressive is not None:
+            get_run_logger().info("%s: nothing live to compare a canary with, so this first release goes all-at-once", env.name)
+        started_seq = d.shift_traffic(ref, artifact, deployed)
+        if env.alarms:
+            p.check_alarms(ref, artifact, deployed.version, env.alarms, snapshot, 100)
+    _hooks(ref, env, artifact, "after_traffic", deployed.version, stable, 100)  # all the traffic, not yet verified
     return deployed.version, started_seq
+
+
+def _hooks(ref: EnvRef, env, artifact: ArtifactRef, phase: str, version: str, stable: str | None, percent: int | None = None) -> None:
+    """The environment's lifecycle hooks of ``phase`` (no task run when it has none). A failure fails the stage."""
+    if env.hooks.of(phase):
+        h.run_hooks(ref, artifact, phase, version, stable, percent)
 
 
 def _progressive(ref: EnvRef, env, artifact: ArtifactRef, stable: str, deployed, snapshot: dict | None) -> int:
@@ -129,6 +138,7 @@ def _progressive(ref: EnvRef, env, artifact: ArtifactRef, stable: str, deployed,
         if env.alarms and i > 1:  # between bakes (the metrics delay, a human's pause): alarms first
             p.check_alarms(ref, artifact, version, env.alarms, snapshot, baked[i - 2])
         p.shift_weight(ref, artifact, stable, version, percent, started_seq)
+        _hooks(ref, env, artifact, "during_bake", version, stable, percent)  # a load test, an external check
         if _bake_step(ref, env, artifact, stable, version, percent, started_seq, snapshot, f"step {i}/{len(baked)}") == p.PROMOTE_NOW:
             break  # `slipway promote-now`: the remaining bakes are skipped (the request is in the ledger, with who and why)
     if env.alarms:

@@ -19,6 +19,7 @@ from slipway.record.ledger import EnvHead, deployed_flags
 from slipway.rollout import staged
 from slipway.rollout.staged import EnvRef, RollbackOutcome
 from slipway.spec.schema import Spec
+from tasks.hook_tasks import preflight_checks as hook_and_metric_checks
 from tasks.wiring import (
     TRANSIENT_RETRIES, alarm_client, env_context, known_context, lambda_account_clients, location_for, open_store, store_client,
 )
@@ -91,10 +92,11 @@ def preflight_targets(spec: Spec, environments: list[str], store_block: str) -> 
         if env.alarms:
             checks.append(preflight_account.check_alarms(alarm_client(ref), env_name, env.alarms))
         checks += _secrets_check(spec, env_name, store_block)
+        checks += hook_and_metric_checks(spec, env_name, store_block)
     logger = get_run_logger()
     for check in checks:
         (logger.info if check.passed else logger.error)("preflight %s: %s: %s", check.name, "ok" if check.passed else "FAILED", check.detail)
-    preflight.raise_for_failures(checks, hint="nothing was deployed; fix the environment's credentials, role or alarms and release again")
+    preflight.raise_for_failures(checks, hint="nothing was deployed; fix the environment's credentials, role, alarms, hooks or metrics and release again")
     return [c.to_dict() for c in checks]
 
 

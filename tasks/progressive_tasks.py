@@ -60,8 +60,32 @@ def _bake_settings(ref: EnvRef) -> progressive.BakeSettings:
     return progressive.BakeSettings(
         duration_s=env.progressive.bake_s, thresholds=CanaryThresholds(**env.analysis.thresholds()),
         traffic_items=items, traffic_rate_per_s=traffic.rate_per_s if traffic else 0.0,
-        traffic_max_requests=traffic.max_requests if traffic else 0,
+        traffic_max_requests=traffic.max_requests if traffic else 0, custom=custom_checks(ref),
     )
+
+
+def custom_checks(ref: EnvRef) -> tuple:
+    """The environment's ``analysis.metrics``, each with its source: Prometheus from the ``slipway-prometheus`` block it
+    names, CloudWatch in the environment's account. A missing block stops the bake in one line (preflight says it first)."""
+    from slipway.verify.custom_metrics import CloudWatchSource, CustomCheck, PrometheusSource
+
+    checks = []
+    for metric in ref.spec.environment(ref.environment).analysis.metrics:
+        if metric.prometheus is not None:
+            block = prometheus_block(metric.prometheus.server)
+            source = PrometheusSource(block.url, block.token.get_secret_value() if block.token else None, block.timeout_s)
+        else:
+            source = CloudWatchSource(alarm_client(ref))
+        checks.append(CustomCheck(metric, source, ref.app, ref.environment))
+    return tuple(checks)
+
+
+def prometheus_block(name: str):
+    from blocks import PrometheusBlock
+    from tasks.resolution import load_block
+
+    return load_block(PrometheusBlock, name, missing=f"no slipway-prometheus block named {name!r} (analysis.metrics names it)",
+                      hint=f'create it: PrometheusBlock(url="http://prometheus:9090").save("{name}")', ref="block-missing")
 
 
 PROMOTE_NOW = "PROMOTE-NOW"  # bake_and_judge's answer when a person asked to skip the remaining bakes

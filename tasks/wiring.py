@@ -231,14 +231,20 @@ def known_context(app: str, environment: str) -> EnvContext | None:
 
 
 def alarm_client(ref: EnvRef):
-    """CloudWatch for alarm gates: the target block's AWS account (Lambda, ECS), else the artifact store's."""
+    """CloudWatch for alarm gates and custom canary metrics, in the environment's account."""
+    return account_client(ref, "cloudwatch")
+
+
+def account_client(ref: EnvRef, service: str, read_timeout: float = 60):
+    """A client in the environment's AWS account: the target block's (Lambda, ECS), else the artifact store's."""
     block_cls, _, _ = target_kind(ref.target_type)
     _, block = resolve_target_block(ref.environment, ref.target_block, block_cls)
     credentials = getattr(block, "credentials", None)
     if credentials is not None:
-        return STORES.get(("cloudwatch", ref.target_type, ref.environment, ref.target_block),
-                           lambda: aws_clients(credentials, "cloudwatch", region=getattr(block, "region", None))[0])
-    return store_client(ref.store_block, "cloudwatch")
+        return STORES.get((service, ref.target_type, ref.environment, ref.target_block, read_timeout),
+                          lambda: aws_clients(credentials, service, region=getattr(block, "region", None), read_timeout=read_timeout)[0])
+    return store_client(ref.store_block, service) if read_timeout == 60 else aws_clients(
+        store_block(ref.store_block).credentials, service, read_timeout=read_timeout)[0]
 
 
 def lambda_account_clients(env_name: str, target_block: str | None) -> tuple[Any, Any, Any, Any]:

@@ -130,6 +130,13 @@ class ReleaseAborted(DeployError):
     ref = "release-aborted"
 
 
+class HookFailed(DeployError):
+    """A lifecycle hook (slipway.yaml ``hooks:``) failed, timed out or refused the release: the stage fails and rolls back."""
+
+    stage = "hook"
+    ref = "hook-failed"
+
+
 class VerificationFailed(SlipwayError):
     stage = "verify"
     ref = "verification-failed"
@@ -268,6 +275,7 @@ REFERENCES: dict[str, Reference] = _declare(
     ((ApprovalRejected,), ("approval-rejected",)),
     ((EnvironmentFrozen,), ("environment-frozen",)),
     ((ReleaseAborted,), ("release-aborted",)),
+    ((HookFailed,), ("hook-failed",)),
     ((InputError,), ("nothing-running",), BAD_INPUT),  # abort / promote-now with no release in progress
     ((RollbackError,), ("rollback-failed",)),
     ((RollbackError,), ("unknown-release", "nothing-to-roll-back-to"), BAD_INPUT),

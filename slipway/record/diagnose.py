@@ -26,7 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 Classification = Literal[
-    "incompatible-artifact", "code-defect", "configuration", "network-or-aws", "too-large-or-slow", "drift", "unclassified",
+    "incompatible-artifact", "code-defect", "configuration", "network-or-aws", "too-large-or-slow", "drift", "lifecycle-hook",
+    "unclassified",
 ]
 TITLES: dict[str, str] = {
     "incompatible-artifact": "incompatible artifact",
@@ -35,6 +36,7 @@ TITLES: dict[str, str] = {
     "network-or-aws": "network or AWS availability",
     "too-large-or-slow": "artifact too large or too slow to deploy",
     "drift": "infrastructure drift",
+    "lifecycle-hook": "a lifecycle hook refused the release",
     "unclassified": "unclassified",
 }
 
@@ -405,6 +407,17 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
         return "network-or-aws", [f"{why} ({code or ref}); the same call usually succeeds when retried",
                                   "Slipway's retries were exhausted"], (code or ref), evidence
 
+    if stage == "hook":  # a lifecycle hook (slipway.yaml hooks:) answered no, or did not answer
+        hook, phase = evidence_data.get("hook") or {}, evidence_data.get("phase") or "lifecycle"
+        evidence += [f"{phase} hook {hook.get('hook')}: {hook.get('detail') or message}"]
+        evidence += [f"  answer: {_short(hook.get('answer'), 300)}"] if hook.get("answer") else []
+        silent = hook.get("timed_out") or str(hook.get("detail") or "").startswith(("unreachable", "could not invoke"))
+        return "lifecycle-hook", [
+            (f"the {phase} hook did not answer{env_note} (timed out or unreachable): the hook itself, or its network, is the first suspect"
+             if silent else f"the {phase} hook checked the new version{env_note} and refused it; its answer is the evidence"),
+            "nothing was shifted: the new version never took traffic" if phase == "before_traffic" else "traffic went back to the stable version",
+        ], f"{phase} hook", evidence
+
     if stage in ("verify", "canary"):
         verdict = evidence_data.get("verdict")
         if stage == "canary" and (verdict or evidence_data.get("alarms")):
@@ -416,12 +429,13 @@ def classify(record: FailureRecord) -> tuple[Classification, list[str], str | No
                     f"an alarm named in the spec went to ALARM while the new version took {percent}% of the traffic{env_note}",
                 ], "alarms", evidence
             evidence += [f"verdict: {verdict.get('verdict')} — {verdict.get('reason')}"]
-            for metric in verdict.get("metrics", [])[:4]:
+            ranked = sorted(verdict.get("metrics", []), key=lambda m: {"FAIL": 0, "INCONCLUSIVE": 1}.get(m.get("verdict"), 2))
+            for metric in ranked[:5]:  # the metrics that decided first (the app's own metrics come after the built-in two)
                 evidence.append(f"{metric.get('metric')}: canary {_short(metric.get('canary'), 80)} vs stable {_short(metric.get('stable'), 80)}"
-                                f" (p={metric.get('p_value')}) → {metric.get('verdict')}")
+                                + (f" (p={metric['p_value']})" if metric.get("p_value") is not None else "") + f" → {metric.get('verdict')}")
             if verdict.get("verdict") == "INCONCLUSIVE":
                 return "configuration", [
-                    f"the canary analysis at {percent}% could not decide (too few requests or periods) and the spec says not to go on",
+                    f"the canary analysis at {percent}% could not decide (too few requests or periods, or no data for a metric) and the spec says not to go on",
                     "nothing shows the new version is worse: the analysis needs more traffic (traffic:), a longer bake or another policy",
                 ], "canary analysis", evidence
             return "code-defect", [
@@ -510,6 +524,8 @@ def next_action(record: FailureRecord, classification: Classification) -> str:
         "too-large-or-slow": "trim the artifact (the largest entries are listed above) or raise the budget; for a slow deploy, re-run and "
                              "check the target's update status",
         "drift": _drift_fix(app, env, (record.error.get("evidence") or {}).get("drift") or {}),
+        "lifecycle-hook": "read the hook's answer above: fix what it found in the release (or the hook, if it is wrong or unreachable); "
+                          "then release again",
         "unclassified": hint or "read the run's logs (link above)",
     }[classification]
     if record.outcome_status == "rolled-back" and classification != "network-or-aws":

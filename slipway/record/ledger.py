@@ -48,6 +48,7 @@ EntryKind = Literal[
     "healed",  # the verify flow (heal) undid changes made outside Slipway around the live version: detail.found
     "abort-requested",  # a person asked the running release to stop: traffic back to stable (actor, message = why)
     "promote-requested",  # a person asked the running canary to skip its remaining bakes and promote (actor, why)
+    "hook",  # a lifecycle hook's answer: detail.phase, hook, passed, detail, answer (truncated), seconds
 ]
 
 

@@ -107,6 +107,7 @@ class BakeSettings:
     check_every_s: float = CHECK_EVERY_S
     early_fail: bool = True  # stop the bake at the first interim FAIL (only FAIL ends a bake early)
     control_every_s: float = CONTROL_EVERY_S
+    custom: tuple[Any, ...] = ()  # slipway.verify.custom_metrics.CustomCheck: the app's own metrics, in the same verdict
 
 
 def _still_ours(ctx: EnvContext, started_seq: int) -> None:
@@ -239,7 +240,8 @@ def _judge(ctx: EnvContext, stable_version: str, version: str, start: datetime, 
         thresholds = thresholds.model_copy(update={"error_alpha": thresholds.error_alpha / looks,
                                                    "latency_alpha": thresholds.latency_alpha / looks})
         window["ended_early"] = True
-    return judge(stable, canary, thresholds, window=window)
+    extra = [check.judge(stable_version, version, start, end) for check in settings.custom]
+    return judge(stable, canary, thresholds, window=window, extra=extra)
 
 
 def _record_verdict(ctx: EnvContext, artifact: ArtifactRef, version: str, percent: int, verdict: CanaryVerdict, label: str) -> None:

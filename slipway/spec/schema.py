@@ -331,6 +331,95 @@ def _strategy_shorthand(value: Any) -> Any:
     return value
 
 
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
+METRIC_PLACEHOLDERS = ("version", "window", "app", "environment")  # {{version}}: the side's version; {{window}}: e.g. 300s
+
+
+def _placeholders(text: str, where: str) -> set[str]:
+    found = set(_PLACEHOLDER.findall(text))
+    unknown = sorted(found - set(METRIC_PLACEHOLDERS))
+    if unknown:
+        raise ValueError(f"{where}: unknown placeholder {{{{{unknown[0]}}}}}; use {', '.join('{{' + p + '}}' for p in METRIC_PLACEHOLDERS)}")
+    return found
+
+
+class PrometheusQuery(_Strict):
+    """A PromQL query, evaluated at the end of each bake on the Prometheus server of a ``slipway-prometheus`` block."""
+
+    query: str = Field(min_length=1, max_length=4000, description="PromQL; {{version}}, {{window}}, {{app}}, {{environment}} are filled in")
+    server: str = Field("default", pattern=r"^[a-z0-9-]{1,100}$", description="name of the slipway-prometheus block (its URL and token)")
+
+
+class CloudWatchMetric(_Strict):
+    namespace: str = Field(min_length=1, max_length=255)
+    metric: str = Field(min_length=1, max_length=255, description="the metric name")
+    dimensions: dict[str, str] = Field(default_factory=dict, description="values may use {{version}}, {{app}}, {{environment}}")
+    stat: str = Field("Average", pattern=r"^(Sum|Average|Minimum|Maximum|SampleCount|p\d{1,2}(\.\d{1,2})?)$",
+                      description="Sum, Average, Minimum, Maximum, SampleCount or a percentile such as p99")
+
+
+class CloudWatchQuery(CloudWatchMetric):
+    """One CloudWatch metric (namespace, metric, dimensions, stat) or metric math (``expression`` over ``metrics``),
+    read with GetMetricData in the environment's account over the bake's window."""
+
+    namespace: str | None = Field(default=None, min_length=1, max_length=255)  # type: ignore[assignment]
+    metric: str | None = Field(default=None, min_length=1, max_length=255)  # type: ignore[assignment]
+    expression: str | None = Field(default=None, min_length=1, max_length=2048, description="metric math over the ids in metrics, e.g. 100 * errors / orders")
+    metrics: dict[str, CloudWatchMetric] = Field(default_factory=dict, description="the expression's inputs by id (lowercase first letter)")
+    period: int = Field(60, ge=1, le=86400, description="seconds per datapoint")
+    reduce: Literal["sum", "average", "maximum", "minimum"] | None = Field(
+        default=None, description="how the window's datapoints make one value (default: sum for Sum and SampleCount, else average)")
+
+    @model_validator(mode="after")
+    def one_form(self) -> "CloudWatchQuery":
+        if self.expression is None:
+            if not (self.namespace and self.metric) or self.metrics:
+                raise ValueError("a cloudwatch query is namespace + metric (+ dimensions, stat), or expression + metrics")
+        else:
+            if self.namespace or self.metric or self.dimensions or not self.metrics:
+                raise ValueError("a cloudwatch expression names its inputs under metrics: {id: {namespace, metric, dimensions, stat}}")
+            for key in self.metrics:
+                if not re.fullmatch(r"[a-z][A-Za-z0-9_]{0,254}", key):
+                    raise ValueError(f"metric id {key!r} must start with a lowercase letter (letters, digits, _)")
+        return self
+
+    def texts(self) -> list[str]:
+        """Everything placeholders may appear in."""
+        inputs = [self] if self.expression is None else list(self.metrics.values())
+        return [v for m in inputs for v in m.dimensions.values()] + ([self.expression] if self.expression else [])
+
+
+class CustomMetric(_Strict):
+    """A canary check on the app's own metrics: a Prometheus or CloudWatch query per version, judged against a fixed
+    ``threshold`` (the canary's value) and/or against stable (``max_change``, relative). ``direction`` says which way is
+    worse. No data for a side is INCONCLUSIVE, never a pass."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    prometheus: PrometheusQuery | None = None
+    cloudwatch: CloudWatchQuery | None = None
+    direction: Literal["higher-is-worse", "lower-is-worse"] = "higher-is-worse"
+    threshold: float | None = Field(default=None, description="the canary fails past this value (above, or below for lower-is-worse)")
+    max_change: float | None = Field(default=None, ge=0, description="tolerated change against stable in the worse direction, 0.2 = 20%")
+    min_delta: float = Field(0.0, ge=0, description="with max_change: differences smaller than this never fail (noise near zero)")
+
+    @model_validator(mode="after")
+    def well_formed(self) -> "CustomMetric":
+        if (self.prometheus is None) == (self.cloudwatch is None):
+            raise ValueError(f"metric {self.name!r}: give exactly one of prometheus: or cloudwatch:")
+        if self.threshold is None and self.max_change is None:
+            raise ValueError(f"metric {self.name!r}: give threshold: (a limit on the canary's value) and/or max_change: (against stable)")
+        texts = [self.prometheus.query] if self.prometheus else self.cloudwatch.texts()
+        used = set().union(*(_placeholders(t, f"metric {self.name!r}") for t in texts))
+        if "version" not in used:
+            raise ValueError(f"metric {self.name!r}: the query must select one version with {{{{version}}}} "
+                             "(e.g. a label or dimension version=\"{{version}}\"), or stable and canary would read the same data")
+        return self
+
+    @property
+    def source(self) -> str:
+        return "prometheus" if self.prometheus else "cloudwatch"
+
+
 class Analysis(_Strict):
     """The canary verdict's thresholds (see slipway/verify/canary.py) and what INCONCLUSIVE does."""
 
@@ -341,6 +430,16 @@ class Analysis(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="one-sided significance of both tests")
     inconclusive: Literal["extend", "pause", "fail"] = Field("extend", description="extend the bake, pause for a human, or fail")
     max_extensions: int = Field(2, ge=0, le=100, description="extensions of one step before INCONCLUSIVE fails the stage")
+    metrics: list[CustomMetric] = Field(default_factory=list, description="the app's own metrics, judged with the built-in checks")
+
+    @field_validator("metrics")
+    @classmethod
+    def metric_names_unique(cls, value: list[CustomMetric]) -> list[CustomMetric]:
+        names = [m.name for m in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes or {"error_rate", "latency"} & set(names):
+            raise ValueError(f"metric names must be unique and not error_rate or latency; rename {', '.join(dupes) or 'it'}")
+        return value
 
     def thresholds(self) -> dict:
         return {
@@ -367,6 +466,59 @@ class Traffic(_Strict):
     @property
     def rate_per_s(self) -> float:
         return parse_rate(self.rate)
+
+
+class Webhook(_Strict):
+    """An HTTP endpoint POSTed the release's details as JSON; any 2xx answer passes. Header values may be secret
+    references (``{secret: prefect:NAME}``, SSM, Secrets Manager), read at the call and never logged or recorded."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s@/]+(/\S*)?$",
+                     description="http(s)://host[:port]/path (no user:password@: put credentials in a secret header)")
+    headers: dict[str, EnvValue] = Field(default_factory=dict, description="e.g. Authorization: {secret: prefect:deploy-hook-token}")
+
+    @field_validator("headers")
+    @classmethod
+    def header_names(cls, value: dict) -> dict:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", key):
+                raise ValueError(f"{key!r} is not an HTTP header name (letters, digits and -)")
+        return value
+
+
+class Hook(_Strict):
+    """A lifecycle hook: a Lambda function invoked with the release's details (CodeDeploy's model: it answers
+    ``{"status": "Succeeded" | "Failed", "message": ...}``; a function error fails too) or an HTTP webhook (Flagger's)."""
+
+    function: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_:.\-]{1,170}$", description="Lambda function name or ARN (in the environment's account)")
+    webhook: Webhook | None = None
+    timeout: Duration = Field(30.0, description="no answer in time fails the hook (at most 15m)")
+
+    @model_validator(mode="after")
+    def one_kind(self) -> "Hook":
+        if (self.function is None) == (self.webhook is None):
+            raise ValueError("a hook is either function: NAME (a Lambda function) or webhook: {url, headers}")
+        if self.timeout > 900:
+            raise ValueError("a hook's timeout is at most 15m")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.function:
+            return f"lambda {self.function}"
+        return f"webhook {self.webhook.url.split('?', 1)[0]}"
+
+
+class Hooks(_Strict):
+    """Called with the release's details: ``before_traffic`` once the new version is ready and before any traffic
+    reaches it, ``after_traffic`` once it has all the traffic (before it is declared verified), ``during_bake`` at the
+    start of each canary or linear bake (a load test). A failing or timed-out hook fails the stage: traffic goes back."""
+
+    before_traffic: list[Hook] = Field(default_factory=list)
+    after_traffic: list[Hook] = Field(default_factory=list)
+    during_bake: list[Hook] = Field(default_factory=list)
+
+    def of(self, phase: str) -> list[Hook]:
+        return getattr(self, phase)
 
 
 class FreezeWindow(_Strict):
@@ -449,10 +601,21 @@ class Environment(_Strict):
     approval_timeout: Duration = Field(3600.0, description="no decision in time = rejected")
     freeze: list[FreezeWindow] = Field(default_factory=list, description="times this environment takes no release")
     freeze_block: str | None = Field(default=None, description="a slipway-freeze-windows block whose windows apply too (shared by many apps)")
+    hooks: Hooks = Field(default_factory=Hooks, description="lifecycle hooks: before_traffic, after_traffic, during_bake")
 
     @property
     def progressive(self) -> Strategy | None:
         return self.strategy
+
+    @model_validator(mode="after")
+    def metrics_need_a_bake(self) -> "Environment":
+        if self.analysis.metrics and self.strategy is None:
+            raise ValueError(f"analysis.metrics judge each canary or linear bake, and {self.name} deploys all-at-once; "
+                             "add strategy: {canary: {steps, bake}} or remove the metrics")
+        if self.hooks.during_bake and self.strategy is None:
+            raise ValueError(f"hooks.during_bake runs at each canary or linear bake, and {self.name} deploys all-at-once; "
+                             "add a strategy or use after_traffic")
+        return self
 
     @field_validator("alarms")
     @classmethod

@@ -181,8 +181,10 @@ def judge(
     canary: SideSample,
     t: CanaryThresholds = CanaryThresholds(),
     window: dict | None = None,
+    extra: list[MetricVerdict] | None = None,
 ) -> CanaryVerdict:
-    metrics = [judge_error_rate(stable, canary, t), judge_latency(stable, canary, t)]
+    """``extra``: verdicts of the app's own metrics (slipway.verify.custom_metrics), judged with the built-in two."""
+    metrics = [judge_error_rate(stable, canary, t), judge_latency(stable, canary, t), *(extra or [])]
     for verdict, word in (("FAIL", "failed on "), ("INCONCLUSIVE", "inconclusive on "), ("PASS", "passed on all: ")):
         deciding = [m for m in metrics if m.verdict == verdict]
         if deciding:

@@ -15,7 +15,7 @@ SECRET_NAME = re.compile(r"(password|token|secret|api_key)", re.I)
 
 
 def test_the_blocks_package_exports_every_block_type():
-    assert {b.__name__ for b in BLOCKS} == {"ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "FreezeWindowsBlock", "LambdaTargetBlock",
+    assert {b.__name__ for b in BLOCKS} == {"ArtifactStoreBlock", "DockerHostBlock", "EcsTargetBlock", "FreezeWindowsBlock", "LambdaTargetBlock", "PrometheusBlock",
                                             "RegistryBlock"}
 
 
