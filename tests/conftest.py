@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["docker_fixtures", "tiers"]
+pytest_plugins = ["docker_fixtures", "prometheus_fixtures", "tiers"]
 
 SESSION_TMP = Path(tempfile.mkdtemp(prefix="slipway-tests-"))
 for _key in list(os.environ):

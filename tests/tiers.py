@@ -25,6 +25,7 @@ HEAVY_FIXTURES = {
     "busybox_image": "a Docker engine",
     "local_registry": "a container registry",
     "nginx_binary": "nginx",
+    "prometheus": "a Prometheus server",
 }
 STACK_FIXTURES = {"local_stack", "prefect_api"}
 
