@@ -149,7 +149,8 @@ def preflight_zip(built: BuiltZip, checkout: Checkout, spec: Spec) -> list[dict]
     checks = preflight.lambda_zip_checks(Path(built.path), handler=spec.artifact.handler, source_files=source_files,
                                          requirements=spec.artifact.requirements, runtime=spec.artifact.runtime,
                                          max_unzipped_bytes=budget * 1024**2 if budget else None,
-                                         environment=spec.import_environment())
+                                         environment=spec.import_environment(), source=spec.artifact.source,
+                                         outside_source=preflight.repository_modules_outside(checkout.path, spec.artifact.source))
     _log_checks(checks)
     preflight.raise_for_failures(checks)
     return [c.to_dict() for c in checks]

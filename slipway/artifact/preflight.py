@@ -70,7 +70,10 @@ def zip_top_level_names(zf: zipfile.ZipFile) -> set[str]:
 
 
 def unresolved_imports(zip_path: Path, source_files: list[str]) -> list[str]:
-    """``file:line: import name`` for module-level imports of the app's own files that nothing provides."""
+    """``file:line: import name`` for imports of the app's own files that nothing provides: at module level, and inside
+    functions and classes too (``file:line (in handler): import name``; such an import fails only when its code runs,
+    which the tests may not reach). An import guarded by ``try: … except ImportError`` (or ModuleNotFoundError,
+    Exception) or under ``if TYPE_CHECKING:`` is optional by design and not reported."""
     with zipfile.ZipFile(zip_path) as zf:
         available = zip_top_level_names(zf) | set(sys.stdlib_module_names) | RUNTIME_PROVIDED | {"__future__"}
         missing = []
@@ -79,26 +82,85 @@ def unresolved_imports(zip_path: Path, source_files: list[str]) -> list[str]:
                 tree = ast.parse(zf.read(rel).decode("utf-8", errors="replace"), filename=rel)
             except (KeyError, SyntaxError):
                 continue  # not in the zip / a syntax error: the import check below reports it
-            for node in tree.body:
+            for node, scope in _imports(tree):
                 if isinstance(node, ast.Import):
                     tops = [alias.name.split(".")[0] for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    tops = [node.module.split(".")[0]]
                 else:
-                    continue
-                missing += [f"{rel}:{node.lineno}: import {top}" for top in tops if top not in available]
+                    tops = [node.module.split(".")[0]]
+                where = f"{rel}:{node.lineno}" + (f" (in {scope})" if scope else "")
+                missing += [f"{where}: import {top}" for top in tops if top not in available]
     return missing
 
 
-def check_imports(zip_path: Path, source_files: list[str], requirements: str | None) -> PreflightCheck:
+_OPTIONAL_IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def _imports(tree: ast.AST):
+    """(import node, enclosing function/class name or "") for every absolute import not optional by design."""
+    def visit(node: ast.AST, scope: str, optional: bool):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                if not optional and (isinstance(child, ast.Import) or (child.level == 0 and child.module)):
+                    yield child, scope
+            elif isinstance(child, ast.Try) or (hasattr(ast, "TryStar") and isinstance(child, ast.TryStar)):
+                guarded = any(_catches_import_error(h.type) for h in child.handlers)
+                for part in child.body:
+                    yield from visit(_Block(part), scope, optional or guarded)
+                for part in [*child.handlers, *child.orelse, *child.finalbody]:
+                    yield from visit(_Block(part) if not isinstance(part, ast.ExceptHandler) else part, scope, optional)
+            elif isinstance(child, ast.If) and _is_type_checking(child.test):
+                for part in child.orelse:
+                    yield from visit(_Block(part), scope, optional)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                yield from visit(child, f"{scope}.{child.name}" if scope else child.name, optional)
+            else:
+                yield from visit(child, scope, optional)
+
+    yield from visit(tree, "", False)
+
+
+class _Block(ast.AST):
+    """One statement wrapped so ``visit`` sees it as a child (a Try's body statements)."""
+
+    _fields = ("body",)
+
+    def __init__(self, statement: ast.AST) -> None:
+        super().__init__()
+        self.body = [statement]
+
+
+def _catches_import_error(handler_type: ast.AST | None) -> bool:
+    if handler_type is None:
+        return True  # a bare except
+    names = handler_type.elts if isinstance(handler_type, ast.Tuple) else [handler_type]
+    return any((n.id if isinstance(n, ast.Name) else getattr(n, "attr", "")) in _OPTIONAL_IMPORT_ERRORS for n in names)
+
+
+def _is_type_checking(test: ast.AST) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def check_imports(zip_path: Path, source_files: list[str], requirements: str | None, outside_source: dict[str, str] | None = None,
+                  source: str = "") -> PreflightCheck:
+    """``outside_source``: top-level module/package names of the repository that are outside ``source`` (name → path):
+    an import of one of them is the app's own code left out of the zip, not a missing dependency."""
     missing = unresolved_imports(zip_path, source_files)
     if not missing:
-        return PreflightCheck("imports resolve", True, f"every module-level import of {len(source_files)} source file(s) is packaged, "
+        return PreflightCheck("imports resolve", True, f"every import of {len(source_files)} source file(s) is packaged, "
                               "in the standard library or provided by the Lambda runtime")
     names = sorted({m.rsplit(" ", 1)[1] for m in missing})
-    where = requirements or "a requirements file (artifact.requirements)"
+    ours = [n for n in names if n in (outside_source or {})]
+    theirs = [n for n in names if n not in ours]
+    fixes = []
+    if ours:
+        fixes.append(f"{', '.join(f'{n} ({outside_source[n]})' for n in ours)} {'are' if len(ours) > 1 else 'is'} this repository's own "
+                     f"code outside source ({source or 'artifact.source'}), so not in the zip: move it under {source or 'source'} "
+                     "or make source the directory that holds both")
+    if theirs:
+        where = requirements or "a requirements file (artifact.requirements)"
+        fixes.append(f"add {'them' if len(theirs) > 1 else 'it'} to {where}" if not ours else f"add {', '.join(theirs)} to {where}")
     return PreflightCheck("imports resolve", False,
-                          f"imported but not packaged: {', '.join(names)} ({'; '.join(missing[:3])}); add {'them' if len(names) > 1 else 'it'} to {where}")
+                          f"imported but not packaged: {', '.join(names)} ({'; '.join(missing[:3])}); {'; '.join(fixes)}")
 
 
 _IMPORT_SCRIPT = r"""
@@ -440,11 +502,11 @@ def check_size(zip_path: Path, max_unzipped_bytes: int | None = None, *, aws_lim
 def lambda_zip_checks(
     zip_path: Path, *, handler: str, source_files: list[str], requirements: str | None,
     runtime: str = "python3.11", architecture: str = "x86_64", max_unzipped_bytes: int | None = None,
-    environment: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None, outside_source: dict[str, str] | None = None, source: str = "",
 ) -> list[PreflightCheck]:
     # static checks first: a foreign binary also breaks the handler import, and the platform check names the cause
     checks = [
-        check_imports(zip_path, source_files, requirements),
+        check_imports(zip_path, source_files, requirements, outside_source, source),
         check_platform(zip_path, runtime, architecture),
         check_size(zip_path, max_unzipped_bytes),
     ]
@@ -464,3 +526,21 @@ def raise_for_failures(checks: list[PreflightCheck], hint: str = "nothing was pu
             ref=first.ref,
             evidence={"checks": [c.to_dict() for c in checks]},
         )
+
+
+def repository_modules_outside(repo: Path, source: str) -> dict[str, str]:
+    """Top-level Python modules and packages of the repository that are not under ``source``: name → path, found
+    in the repository's root and its first-level directories (a ``libs/shared``), tests and hidden folders left out."""
+    source_dir = (repo / source).resolve()
+    found: dict[str, str] = {}
+    for base in [repo, *[d for d in sorted(repo.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]]:
+        if base.resolve() == source_dir or source_dir in base.resolve().parents or base.name in ("tests", "test", "node_modules"):
+            continue
+        for entry in sorted(base.iterdir()):
+            if entry.resolve() == source_dir or entry.name.startswith((".", "_")) or entry.name in ("tests", "test", "setup.py", "conftest.py"):
+                continue
+            if entry.is_dir() and (entry / "__init__.py").is_file():
+                found.setdefault(entry.name, entry.relative_to(repo).as_posix() + "/")
+            elif entry.suffix == ".py" and entry.is_file() and base == repo:
+                found.setdefault(entry.stem, entry.relative_to(repo).as_posix())
+    return found

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from slipway.record import rules
+
 Classification = Literal[
     "incompatible-artifact", "code-defect", "configuration", "network-or-aws", "too-large-or-slow", "drift", "lifecycle-hook",
     "unclassified",
@@ -40,20 +42,8 @@ TITLES: dict[str, str] = {
     "unclassified": "unclassified",
 }
 
-# AWS error codes by what they say about the failure
-THROTTLING_CODES = {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown",
-                    "ProvisionedThroughputExceededException", "RequestThrottled", "EC2ThrottledException"}
-UNAVAILABLE_CODES = {"ServiceException", "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
-                     "InternalServerError", "RequestTimeout", "RequestTimeoutException", "ResourceConflictException",
-                     "500", "502", "503", "504"}
-SIZE_CODES = {"RequestEntityTooLargeException", "CodeStorageExceededException", "EntityTooLarge"}
-PERMISSION_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError",
-                    "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
-                    "ExpiredTokenException", "KMSAccessDeniedException"}
-IMPORT_ERROR_TYPES = {"Runtime.ImportModuleError", "ModuleNotFoundError", "ImportError", "Runtime.HandlerNotFound",
-                      "Runtime.InvalidEntrypoint", "Runtime.InvalidRuntime"}
+
 URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
-ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 MAX_DIFF_LINES = 60
 
 
@@ -152,6 +142,7 @@ class Diagnosis(_Model):
     next_action: str
     outcome: str | None
     diff: ReleaseDiff | None
+    rule: str | None = None  # the rule of slipway.record.rules that decided, with its one-line reason
 
     @property
     def title(self) -> str:
@@ -166,6 +157,8 @@ class Diagnosis(_Model):
             f"  cause:       {self.title.upper()}",
         ]
         out += [f"  {'reasoning:' if i == 0 else '':<12} {r}" for i, r in enumerate(self.reasoning)]
+        if self.rule:
+            out.append(f"  rule:        {self.rule}")
         if self.evidence:
             out.append("  evidence:")
             out += [f"    {line}" for line in self.evidence]
@@ -206,51 +199,7 @@ class Diagnosis(_Model):
         return "\n".join(md) + "\n"
 
 
-# ---- classification ------------------------------------------------------------------------------------------
-def _failing_checks(error: dict, ledger: list[dict]) -> list[dict]:
-    checks = (error.get("evidence") or {}).get("checks")
-    if not checks:
-        for entry in ledger:
-            if entry.get("kind") == "verify-failed":
-                checks = (entry.get("detail") or {}).get("checks")
-    return [c for c in (checks or []) if not c.get("passed", True)]
-
-
-def _short(value: Any, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _response_error(check: dict) -> tuple[str | None, str]:
-    """(errorType, errorMessage) of a Lambda FunctionError response, or (None, detail)."""
-    response = check.get("response")
-    if isinstance(response, dict) and ("errorType" in response or "errorMessage" in response):
-        return response.get("errorType"), str(response.get("errorMessage", ""))
-    return None, str(check.get("detail", ""))
-
-
-_CARETS = re.compile(r"[~^]+")  # Python 3.11's markers under the failing expression of a traceback frame
-
-
-def _response_line(response: Any) -> str:
-    """A Lambda error response on one line: type, message and the innermost frame (file:line, code), no request id."""
-    if isinstance(response, dict) and ("errorType" in response or "errorMessage" in response):
-        text = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', '')}"
-        match = None
-        for frame in reversed(response.get("stackTrace") or []):  # the innermost frame of the app's own code
-            flat = " ".join(line for line in str(frame).splitlines() if not _CARETS.fullmatch(line.strip()))
-            found = re.search(r'File "([^"]+)", line (\d+), in (\S+)\s*(.*)', " ".join(flat.split()))
-            if found and not found.group(1).startswith("<") and "/lib/python3" not in found.group(1):
-                match = found
-                break
-        if match:
-            path, line, func, code = match.groups()
-            text += f" at {path.rsplit('/', 1)[-1]}:{line} in {func}" + (f": {code.strip()}" if code.strip() else "")
-        return _short(text)
-    return _short(response)
-
-
+# ---- classification: the ordered rule table in slipway.record.rules ----------------------------------------------------------
 def _aws_code(error: dict) -> str | None:
     evidence = error.get("evidence") or {}
     code = evidence.get("aws_error_code")
@@ -260,244 +209,11 @@ def _aws_code(error: dict) -> str | None:
     return match.group(1) if match else None
 
 
-# What pip, git and HTTP clients print when the network, not the request, failed.
-_NETWORK_TROUBLE = (r"(timed out|Temporary failure in name resolution|Name or service not known|Connection (refused|reset|aborted)|"
-                    r"NewConnectionError|HTTP error 5\d\d|Max retries exceeded|Network is unreachable|ProxyError|SSLError)")
-
-
 def classify(record: FailureRecord) -> tuple[Classification, list[str], str | None, list[str]]:
-    """(classification, reasoning, leaf check, evidence lines) of a failure record. Rules are tried in order:
-    the stage first (where it failed narrows what it can be), then the error's reference and AWS code, then the
-    evidence (a smoke check's error type, the canary verdict)."""
-    err = record.error
-    stage, ref = record.stage, err.get("ref") or ""
-    message = err.get("message", "")
-    evidence_data = err.get("evidence") or {}
-    code = _aws_code(err)
-    evidence: list[str] = []
-    if code:
-        evidence.append(f"AWS error code: {code}" + (f" — {_short(evidence_data.get('aws_message'))}" if evidence_data.get("aws_message") else ""))
-    env_note = f" in {record.environment}" if record.environment else ""
-
-    # -- before anything was deployed ------------------------------------------------------------------------
-    if stage == "preflight":
-        failed = [c for c in (evidence_data.get("checks") or record.preflight) if not c.get("passed", True)]
-        check = failed[0]["name"] if failed else None
-        evidence += [f"preflight {c['name']}: {c['detail']}" for c in failed] or [message]
-        if ref in ("aws-unreachable", "alarms-unavailable"):
-            return "network-or-aws", [f"preflight check {check!r} could not reach AWS ({ref})"], check, evidence
-        if ref in ("credentials-refused", "credentials-missing", "credentials-invalid", "region-missing", "role-missing", "alarm-missing",
-                   "secret-unreadable") or (check or "").endswith((": credentials usable", ": target", ": alarms", ": secrets readable")):
-            return "configuration", [
-                f"preflight check {check!r} found the environment's account unusable as configured ({ref}), before any deploy",
-            ], check, evidence
-        missing_var = next((m.group(1) for c in failed if c.get("name") == "handler imports"
-                            for m in [re.search(r"KeyError: '([A-Z][A-Z0-9_]*)'", c.get("detail") or "")] if m), None)
-        if missing_var:  # module-level code reads a variable the function's configuration does not set: not the packaging
-            return "configuration", [
-                f"the handler reads the environment variable {missing_var} when it is imported, and the function's configuration "
-                "(slipway.yaml) does not set it; found by preflight before anything was published",
-                "set it in slipway.yaml (artifact.environment or the environment's environment:) or make the code default it",
-            ], check, evidence
-        if ref == "artifact-too-large" or any(c.get("ref") == "artifact-too-large" for c in failed):
-            return "too-large-or-slow", [
-                "the built zip is over a size limit (AWS Lambda's or the spec's budget), found by preflight before anything was published",
-            ], check, evidence
-        return "incompatible-artifact", [
-            f"preflight check {check!r} failed on the built zip, before anything was published",
-            "the repository's tests passed, so the code works where the tests ran; the artifact as packaged cannot run on the target "
-            "(a module imported but not packaged, a handler that does not import, a wheel for another platform or Python)",
-        ], check, evidence
-    if stage == "test" and ref != "tests-failed":  # the test environment could not be set up: nothing ran
-        tail = str(evidence_data.get("output_tail") or "").strip().splitlines()
-        evidence += [message] + [f"| {line}" for line in tail[-12:]]
-        if err.get("transient") or re.search(_NETWORK_TROUBLE, "\n".join(tail)):
-            return "network-or-aws", ["the test environment could not be installed: the package index could not be reached"], "tests", evidence
-        return "configuration", [f"the test environment could not be set up ({ref}): the test requirements or command as configured"], \
-            "tests", evidence
-    if stage == "test":
-        failed_tests = evidence_data.get("failed_tests") or []
-        evidence += [f"failed test: {t}" for t in failed_tests[:10]]
-        tail = str(evidence_data.get("output_tail") or "").strip().splitlines()
-        evidence += [f"| {line}" for line in tail[-12:]]
-        return "code-defect", [
-            f"the repository's own tests failed on commit {(record.commit or '?')[:12]}; nothing was built or deployed",
-        ], (failed_tests[0] if failed_tests else "tests"), evidence
-    if stage == "build":
-        tail = str(evidence_data.get("output_tail") or "").strip().splitlines()
-        evidence += [f"| {line}" for line in tail[-12:]]
-        if ref == "artifact-too-large":
-            return "too-large-or-slow", ["the build produced an artifact over the size limit"], "build", evidence
-        # the transient flag and the network's own words first: pip that cannot reach its index also ends "Could not find a
-        # version", which alone would read as a platform mismatch
-        if err.get("transient") or re.search(_NETWORK_TROUBLE, "\n".join(tail)):
-            return "network-or-aws", ["the build failed reaching a package index or the network: re-run it"], "build", evidence
-        if re.search(r"(Could not find a version|No matching distribution|ResolutionImpossible|not a supported wheel)", "\n".join(tail)):
-            return "incompatible-artifact", [
-                "the dependencies could not be installed for the target platform and runtime (pip found no matching distribution)",
-            ], "build", evidence
-        return "code-defect", ["the build of the repository's source failed (see the build log tail)"], "build", evidence
-    if stage in ("spec", "input"):
-        errors = evidence_data.get("errors") or []
-        evidence += [f"spec: {_short(e)}" for e in errors[:5]] or [message]
-        return "configuration", [f"the {'spec (slipway.yaml)' if stage == 'spec' else 'input'} was refused before anything ran"], stage, evidence
-    if stage == "clone":
-        evidence.append(message)
-        if ref == "unknown-ref":
-            return "configuration", ["the ref asked for does not exist in the repository"], "clone", evidence
-        if ref == "not-a-repository":
-            return "configuration", ["the repository URL names a directory that is not a git repository"], "clone", evidence
-        if ref == "host-not-found":
-            return "configuration", ["the repository URL's host name does not resolve, also after the clone's retries: "
-                                     "most likely a typo in the URL"], "clone", evidence
-        return "network-or-aws", ["the repository could not be reached (network, host or credentials)"], "clone", evidence
-
-    # -- the environment -------------------------------------------------------------------------------------
-    if ref in ("artifact-tampered", "ledger-tampered"):
-        evidence.append(message)
-        return "drift", [
-            "an object Slipway stored (an artifact, its manifest, a build pointer or a ledger entry) no longer matches what "
-            "Slipway wrote: it was changed outside Slipway",
-        ], "ledger signature" if ref == "ledger-tampered" else "artifact digest", evidence
-    if ref == "drift":
-        drift = evidence_data.get("drift") or {}
-        evidence += [f"{k}: {v}" for k, v in drift.items()] or [message]
-        if drift.get("serving") and drift.get("serving") == drift.get("ledger_version"):  # the live version, changed around
-            return "drift", [
-                f"the target{env_note} serves the ledger's live version, but something around it was changed outside Slipway: "
-                f"{drift.get('detail') or message}",
-                "the release refused to deploy: it would have silently undone (or published along) that change",
-            ], "no change outside Slipway", evidence
-        return "drift", [
-            f"the target{env_note} does not serve what the ledger says is live: it was changed outside Slipway",
-            "the release refused to deploy on top of unknown state (a rollback would not know where to return)",
-        ], "live state matches the ledger", evidence
-    if code in SIZE_CODES or ref == "artifact-too-large":
-        evidence.append(message)
-        return "too-large-or-slow", [f"AWS refused the artifact's size ({code or ref})"], "publish version", evidence
-    if ref == "health-check-failed":
-        last = evidence_data.get("last")
-        evidence += [message] + ([f"last health response: {_short(last)}"] if last else [])
-        return "code-defect", [
-            f"the new container started{env_note} but its health endpoint never answered 200 (last: {last or 'no answer'})",
-            "the image was built and pulled by digest, so the cause is the service's code or its start-up",
-        ], "health check", evidence
-    if ref in ("lambda-update-timeout", "ecs-not-stable") or ("did not finish in time" in message):
-        evidence.append(message)
-        return "too-large-or-slow", [f"the target did not finish deploying the new version in time{env_note}"], "deploy", evidence
-    if ref == "sandbox-unavailable":
-        evidence.append(message)
-        return "configuration", [
-            "the worker cannot run the repository's code in a sandbox (bubblewrap missing, or no user namespaces); "
-            "nothing of the repository ran",
-        ], ref, evidence
-    if stage == "credentials" or code in PERMISSION_CODES or ref in ("credentials-refused", "credentials-missing", "region-missing", "block-missing",
-                                                                     "secret-unreadable"):
-        evidence.append(message)
-        return "configuration", [
-            "AWS refused the call or no usable credentials were configured: the role, the credentials block or the IAM policy",
-        ], (code or ref), evidence
-    if code == "InvalidParameterValueException" and re.search(r"\brole\b", message, re.I):
-        evidence.append(message)
-        return "configuration", ["Lambda refused the execution role (missing, or not assumable by lambda.amazonaws.com)"], code, evidence
-    if err.get("transient") or ref == "aws-unreachable" or code in THROTTLING_CODES or code in UNAVAILABLE_CODES:
-        evidence.append(message)
-        why = ("AWS throttled the calls" if code in THROTTLING_CODES else
-               "AWS answered with a server error" if code in UNAVAILABLE_CODES else "the AWS endpoint could not be reached")
-        return "network-or-aws", [f"{why} ({code or ref}); the same call usually succeeds when retried",
-                                  "Slipway's retries were exhausted"], (code or ref), evidence
-
-    if stage == "hook":  # a lifecycle hook (slipway.yaml hooks:) answered no, or did not answer
-        hook, phase = evidence_data.get("hook") or {}, evidence_data.get("phase") or "lifecycle"
-        evidence += [f"{phase} hook {hook.get('hook')}: {hook.get('detail') or message}"]
-        evidence += [f"  answer: {_short(hook.get('answer'), 300)}"] if hook.get("answer") else []
-        silent = hook.get("timed_out") or str(hook.get("detail") or "").startswith(("unreachable", "could not invoke"))
-        return "lifecycle-hook", [
-            (f"the {phase} hook did not answer{env_note} (timed out or unreachable): the hook itself, or its network, is the first suspect"
-             if silent else f"the {phase} hook checked the new version{env_note} and refused it; its answer is the evidence"),
-            "nothing was shifted: the new version never took traffic" if phase == "before_traffic" else "traffic went back to the stable version",
-        ], f"{phase} hook", evidence
-
-    if stage in ("verify", "canary"):
-        verdict = evidence_data.get("verdict")
-        if stage == "canary" and (verdict or evidence_data.get("alarms")):
-            percent = evidence_data.get("percent")
-            if evidence_data.get("alarms"):
-                alarms = evidence_data["alarms"] if isinstance(evidence_data["alarms"], dict) else {}
-                evidence += [f"alarm: {_short(a)}" for a in (alarms.get("newly_alarming") or [])[:5]] or [message]
-                return "code-defect", [
-                    f"an alarm named in the spec went to ALARM while the new version took {percent}% of the traffic{env_note}",
-                ], "alarms", evidence
-            evidence += [f"verdict: {verdict.get('verdict')} — {verdict.get('reason')}"]
-            ranked = sorted(verdict.get("metrics", []), key=lambda m: {"FAIL": 0, "INCONCLUSIVE": 1}.get(m.get("verdict"), 2))
-            for metric in ranked[:5]:  # the metrics that decided first (the app's own metrics come after the built-in two)
-                evidence.append(f"{metric.get('metric')}: canary {_short(metric.get('canary'), 80)} vs stable {_short(metric.get('stable'), 80)}"
-                                + (f" (p={metric['p_value']})" if metric.get("p_value") is not None else "") + f" → {metric.get('verdict')}")
-            if verdict.get("verdict") == "INCONCLUSIVE":
-                return "configuration", [
-                    f"the canary analysis at {percent}% could not decide (too few requests or periods, or no data for a metric) and the spec says not to go on",
-                    "nothing shows the new version is worse: the analysis needs more traffic (traffic:), a longer bake or another policy",
-                ], "canary analysis", evidence
-            return "code-defect", [
-                f"on the same traffic over the same window{env_note}, the new version did significantly worse than the stable one",
-                "packaging passed preflight and the stable version is healthy, so the difference is the new release's code or configuration",
-            ], "canary analysis", evidence
-        failed = _failing_checks(err, record.ledger)
-        check = failed[0].get("name") if failed else None
-        for c in failed[:3]:
-            evidence.append(f"smoke check {c.get('name')!r}: {c.get('detail')}")
-            if c.get("response") is not None:
-                evidence.append(f"  response: {_response_line(c.get('response'))}")
-        if not failed:
-            evidence.append(message)
-        kinds = [_response_error(c) for c in failed]
-        for error_type, text in kinds:
-            if error_type in IMPORT_ERROR_TYPES or "No module named" in text or "Unable to import module" in text:
-                return "incompatible-artifact", [
-                    f"the function could not load its handler on the target ({error_type or 'import error'}): "
-                    "the artifact as packaged is missing a module or does not match the runtime",
-                ], check, evidence
-        for error_type, text in kinds:
-            if (error_type or "").startswith("Runtime.") and re.search(r"signal: killed|out of memory|OutOfMemory", text, re.I):
-                return "configuration", [
-                    "the function was killed for running out of memory: raise artifact.memory (or find what grew)",
-                ], check, evidence
-            if error_type == "KeyError":
-                name = text.strip("'\"")
-                if ENV_NAME.match(name) and name not in record.env_keys:
-                    removed = record.diff.env_keys.get("removed", []) if record.diff else []
-                    because = (f"it was removed since the last verified release" if name in removed else
-                               "the function's configuration does not set it")
-                    return "configuration", [
-                        f"the handler reads the environment variable {name}, and {because}",
-                        "the code expects configuration the environment does not give it: set it in slipway.yaml (artifact.environment or the "
-                        "environment's environment:) or make the code default it",
-                    ], check, evidence
-            if error_type is None and text.startswith("AWS refused the credentials"):
-                return "configuration", ["Slipway's own credentials could not invoke the function (the target block's IAM)"], check, evidence
-            if error_type in PERMISSION_CODES or re.search(r"AccessDenied|not authorized to perform", text):
-                return "configuration", [
-                    "the function was denied an AWS call by its execution role (IAM), not by a bug in its logic",
-                ], check, evidence
-        details = " ".join(c.get("detail", "") for c in failed if c.get("response") is None)  # no answer from the function
-        if re.search(r"could not reach AWS|Throttl|TooManyRequests|ServiceException|\b50[234]\b", details):
-            return "network-or-aws", ["the smoke checks could not reach the function (AWS or network), not a wrong answer"], check, evidence
-        return "code-defect", [
-            f"the new version was deployed{env_note} and ran, and smoke check {check!r} failed on its answer",
-            "preflight passed (the artifact imports and its dependencies are packaged), so the cause is the code (or its test coverage): "
-            "the repository's tests did not catch it",
-        ], check, evidence
-    if stage == "orchestration":  # not Slipway's own error: the Prefect server, the worker, the process
-        evidence.append(message)
-        if re.search(r"\b50[234]\b|Service Unavailable|database is locked|ConnectError|ReadTimeout|connection", message, re.I):
-            return "network-or-aws", ["the orchestration layer (the Prefect server or its database) was unavailable, not the release"], \
-                "orchestration", evidence
-        return "unclassified", [f"an unexpected {err.get('ref')} outside Slipway's own checks"], "orchestration", evidence
-    if stage == "rollback":
-        evidence.append(message)
-        return "unclassified", ["the rollback itself failed: the environment needs a human (see the ledger)"], "rollback", evidence
-    evidence.append(message)
-    return "unclassified", [f"no rule matches stage {stage!r} with reference {ref!r}"], None, evidence
+    """(classification, reasoning, leaf check, evidence lines) of a failure record: the first rule of the ordered
+    table (slipway.record.rules.RULES) that decides."""
+    classification, reasoning, check, evidence, _ = rules.classify(record, _aws_code)
+    return classification, reasoning, check, evidence
 
 
 def _drift_fix(app: str, env: str, drift: dict) -> str:
@@ -534,7 +250,7 @@ def next_action(record: FailureRecord, classification: Classification) -> str:
 
 
 def diagnose(record: FailureRecord) -> Diagnosis:
-    classification, reasoning, check, evidence = classify(record)
+    classification, reasoning, check, evidence, decided_by = rules.classify(record, _aws_code)
     err = record.error
     one_line = err.get("message", "")
     if err.get("target"):
@@ -543,7 +259,7 @@ def diagnose(record: FailureRecord) -> Diagnosis:
         app=record.app, environment=record.environment, release_id=record.release_id, commit=record.commit, at=record.at,
         run_url=record.run_url, stage=record.stage, check=check, error=one_line, error_ref=err.get("ref"), evidence=evidence,
         classification=classification, reasoning=reasoning, next_action=next_action(record, classification),
-        outcome=record.outcome, diff=record.diff,
+        outcome=record.outcome, diff=record.diff, rule=f"{decided_by.name}: {decided_by.reason}",
     )
 
 

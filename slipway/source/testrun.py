@@ -62,6 +62,7 @@ class TestReport:
     command: list[str]  # as executed (``python`` resolved to the venv's interpreter)
     timed_out: bool = False
     cache_notes: tuple[str, ...] = ()  # a cached test environment found modified, discarded and rebuilt
+    repo_modules: tuple[str, ...] = ()  # the repository's own top-level module names (to tell its code from a dependency)
 
     __test__ = False  # not a pytest test class
 
@@ -69,7 +70,8 @@ class TestReport:
         """Return self when the tests passed; raise ``TestsFailed`` (one line, details in ``evidence``) if not."""
         if self.passed:
             return self
-        evidence = {"failed_tests": self.failed_tests, "output_tail": self.output_tail, "exit_code": self.exit_code}
+        evidence = {"failed_tests": self.failed_tests, "output_tail": self.output_tail, "exit_code": self.exit_code,
+                    "repo_modules": list(self.repo_modules)}
         if self.timed_out:
             raise TestsFailed(
                 f"tests timed out after {self.duration_s:.0f} s", target=" ".join(self.command),
@@ -188,7 +190,23 @@ def run_tests(
         command=argv,
         timed_out=timed_out,
         cache_notes=tuple(notes),
+        repo_modules=() if exit_code == 0 and not timed_out else repo_modules(repo_dir),
     )
+
+
+def repo_modules(repo_dir: Path) -> tuple[str, ...]:
+    """Top-level importable names the repository itself provides: its root's and first-level folders' ``*.py`` files,
+    packages and folders (``src/app.py`` → app; ``shared/`` → shared; ``src`` itself)."""
+    names: set[str] = set()
+    for base in [repo_dir, *[d for d in repo_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]]:
+        for entry in base.iterdir():
+            if entry.name.startswith(".") or entry.name == "__pycache__":
+                continue
+            if entry.is_dir():
+                names.add(entry.name)
+            elif entry.suffix == ".py":
+                names.add(entry.stem)
+    return tuple(sorted(names))
 
 
 def parse_failed_tests(output: str) -> list[str]:

@@ -56,9 +56,9 @@ def raised_references(path: Path) -> set[str]:
 
 def matched_by_diagnosis() -> set[str]:
     """String constants the diagnosis compares an error's reference with."""
-    tree = ast.parse((ROOT / "slipway" / "record" / "diagnose.py").read_text())
     out: set[str] = set()
-    for node in ast.walk(tree):
+    trees = [ast.parse((ROOT / "slipway" / "record" / name).read_text()) for name in ("diagnose.py", "rules.py")]
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.Compare):
             names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             calls = {n.args[0].value for n in ast.walk(node) if isinstance(n, ast.Call) and n.args
