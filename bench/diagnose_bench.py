@@ -67,6 +67,9 @@ class Repo:
         assert old in text, f"{rel}: {old!r} not found"
         return self.write(rel, text.replace(old, new, 1))
 
+    def append(self, rel: str, text: str) -> "Repo":
+        return self.write(rel, (self.path / rel).read_text() + "\n" + text)
+
     def remove(self, rel: str) -> "Repo":
         (self.path / rel).unlink()
         return self
@@ -164,7 +167,7 @@ def _dev_only_lazy(r: Repo, s: Stack) -> None:
 
 def _outside_source(r: Repo, s: Stack) -> None:
     r.write("shared/__init__.py", "").write("shared/text.py", "def title(name):\n    return name.title()\n")
-    r.edit("pytest.ini", "pythonpath = src", "pythonpath = src .")
+    r.append("tests/conftest.py", "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # shared/ at the root\n")
     code(r, "import json\n", "import json\n\nfrom shared.text import title\n", "shared helpers for all our lambdas")
 
 
@@ -178,6 +181,7 @@ def _handler_renamed(r: Repo, s: Stack) -> None:
 
 
 def _env_at_call(r: Repo, s: Stack) -> None:
+    r.append("tests/conftest.py", "import os\n\nos.environ.setdefault('PAYMENTS_URL', 'https://payments.test')\n")
     code(r, "import json\n", "import json\nimport os\n", "x")
     code(r, '    name = (event.get("queryStringParameters") or {}).get("name", "world")',
          '    name = (event.get("queryStringParameters") or {}).get("name", "world")\n'
@@ -185,6 +189,7 @@ def _env_at_call(r: Repo, s: Stack) -> None:
 
 
 def _env_at_import(r: Repo, s: Stack) -> None:
+    r.append("tests/conftest.py", "import os\n\nos.environ.setdefault('DB_HOST', 'localhost')\n")
     code(r, "import json\n", "import json\nimport os\n\nDB_HOST = os.environ[\"DB_HOST\"]\n", "database host from the environment")
 
 
@@ -456,7 +461,8 @@ def main() -> int:
                 results.append(result)
                 mark = "ok " if result["got"] == case.expected and not result.get("missing_evidence") else "XX "
                 print(f"{mark}{case.id:<28} expected {case.expected:<22} got {result['got']}"
-                      + (f" (missing: {', '.join(result['missing_evidence'])})" if result.get("missing_evidence") else ""), flush=True)
+                      + (f" (missing: {', '.join(result['missing_evidence'])})" if result.get("missing_evidence") else "")
+                      + (f" — {result['error']}" if result.get("error") else ""), flush=True)
     finally:
         from deployments.runner import flush_prefect_workers
 

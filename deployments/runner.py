@@ -267,6 +267,18 @@ def ledger_view(ledger, app: str, environment: str | None):
     return sorted((e for found in entries.values() for e in found), key=lambda e: (e.at, e.seq), reverse=True), heads
 
 
+def read_stats(app: str | None, since: str = "30d", store_block: str = "default", until: str | None = None) -> list:
+    """The DORA figures of APP (or every app in the ledger) over the window, from the ledger and each release's
+    provenance (commit dates) and failure records (causes): a read that starts no flow."""
+    from datetime import datetime, timezone
+
+    from slipway.record.stats import collect, parse_since
+
+    store, ledger = _store_and_ledger(store_block)
+    now = datetime.now(timezone.utc)
+    return collect(store, ledger, [app] if app else ledger.apps(), parse_since(since, now), parse_since(until, now) if until else now)
+
+
 def save_local_blocks(
     endpoint: str, bucket: str, role_arn: str, region: str, registry: str | None = None, proxy_root: str | None = None,
     health_timeout: float = 60,
@@ -276,4 +288,4 @@ def save_local_blocks(
     return save(endpoint, bucket, role_arn, region, registry=registry, proxy_root=proxy_root, health_timeout=health_timeout)
 
 
-__all__ = ["run_release", "run_rollback", "read_history", "save_local_blocks", "approve", "paused_runs", "SlipwayError"]
+__all__ = ["run_release", "run_rollback", "read_history", "read_stats", "save_local_blocks", "approve", "paused_runs", "SlipwayError"]

@@ -94,7 +94,7 @@ def promote(
                    app=app, spec_digest=recorded)
 
 
-__all__ = ["verify_live", "promote"]
+__all__ = ["verify_live", "promote", "control", "delivery_stats"]
 
 
 @flow(name="control", flow_run_name="{action} {app}/{environment}")
@@ -109,3 +109,24 @@ def control(app: str, environment: str, action: Literal["abort", "promote-now"],
     out = request_control(open_store(store_block)[1], app, environment, action, reason, actor=f"Prefect UI (run {flow_run.get_name()})")
     get_run_logger().info("%s recorded for release %s of %s/%s", action, out["release_id"], app, environment)
     return out
+
+
+@flow(name="stats", flow_run_name="delivery figures")
+def delivery_stats(apps: list[str] | None = None, since: str = "30d", store_block: str = "default") -> list[dict]:
+    """The four DORA figures (deployment frequency, lead time for changes, change failure rate, time to restore) per
+    app and environment, from the ledger, and failed releases by cause and week: one markdown artifact per app
+    (``dora-<app>``). Schedule it (daily) to watch whether releases fail less."""
+    from datetime import datetime, timezone
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from slipway.record.stats import collect, parse_since, render_markdown
+
+    store, ledger = open_store(store_block)
+    now = datetime.now(timezone.utc)
+    stats = collect(store, ledger, apps or ledger.apps(), parse_since(since, now), now)
+    for s in stats:
+        create_markdown_artifact(key=artifact_key("dora", s.app), markdown=render_markdown(s),
+                                 description=f"Delivery figures of {s.app} since {s.since:%Y-%m-%d}")
+    get_run_logger().info("delivery figures for %d app(s) since %s", len(stats), since)
+    return [s.row(e) for s in stats for e in s.environments]

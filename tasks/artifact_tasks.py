@@ -162,7 +162,7 @@ def publish_artifact(store_block: str, built: BuiltZip, checkout: Checkout, spec
     provenance = Provenance(
         app=spec.app, release_id=release_id_for(checkout.commit, built.sha256), artifact_sha256=built.sha256,
         artifact_size=built.size, unzipped_size=built.unzipped_size, file_count=built.file_count,
-        commit=checkout.commit, commit_subject=checkout.subject, ref=checkout.ref, repo=checkout.repo_url,
+        commit=checkout.commit, commit_subject=checkout.subject, committed_at=checkout.committed_at, ref=checkout.ref, repo=checkout.repo_url,
         spec_digest=spec.digest(), build_key=build_key, runtime=spec.artifact.runtime, handler=spec.artifact.handler,
         builder=builder_versions(), tests=tests, built_at=now_iso(),
     )

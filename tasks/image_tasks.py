@@ -60,7 +60,7 @@ def record_image(store_block: str, image: ImageRef, checkout: Checkout, spec: Sp
     digest = image.digest.removeprefix("sha256:")
     provenance = Provenance(
         app=spec.app, release_id=release_id_for(checkout.commit, digest), artifact_sha256=digest, artifact_size=0,
-        unzipped_size=0, file_count=0, commit=checkout.commit, commit_subject=checkout.subject, ref=checkout.ref,
+        unzipped_size=0, file_count=0, commit=checkout.commit, commit_subject=checkout.subject, committed_at=checkout.committed_at, ref=checkout.ref,
         repo=checkout.repo_url, spec_digest=spec.digest(), build_key=build_key, runtime="container",
         handler=spec.artifact.dockerfile, builder={"slipway": slipway.__version__, "python": platform.python_version()},
         tests=tests, built_at=now_iso(), image=image.pinned,

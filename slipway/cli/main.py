@@ -267,6 +267,26 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Read-only: deployment frequency, lead time, change failure rate and time to restore, from the ledger."""
+    from slipway.record.stats import chart_png, render_text
+
+    stats = _runner(args).read_stats(args.app, args.since)
+    if args.app and not stats[0].environments:
+        raise CliError(f"no ledger for app {args.app!r}: nothing has been released (check the name)")
+    if args.json:
+        _print_json([{"app": s.app, "since": s.since.isoformat(), "until": s.until.isoformat(), "production": s.production,
+                      "environments": [s.row(e) for e in s.environments], "causes": s.causes} for s in stats])
+    else:
+        print(render_text(stats))
+    if args.chart:
+        try:
+            print(f"chart: {chart_png(stats, args.chart)}")
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from None
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Read-only: the diagnosis recorded by the failed release, shown without starting a flow."""
     result = _runner(args).read_diagnosis(args.app, args.env)
@@ -420,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--env", default=None)
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(func=cmd_history)
+    stats = sub.add_parser("stats", help="the four DORA figures per app and environment, and failure causes by week (from the ledger)")
+    stats.add_argument("app", nargs="?", default=None, help="one app (default: every app in the ledger)")
+    stats.add_argument("--since", default="30d", help="window start: 30d, 12h, 8w or an ISO date (default 30d)")
+    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--chart", metavar="FILE.png", default=None, help="also draw a PNG chart (needs matplotlib)")
+    stats.set_defaults(func=cmd_stats)
     diag = sub.add_parser("diagnose", help="why did the latest release of APP fail? cause, evidence, diff against the last verified release")
     diag.add_argument("app")
     diag.add_argument("--env", default=None, help="the latest failure in this environment")

@@ -48,6 +48,7 @@ class Provenance(_Model):
     file_count: int
     commit: str
     commit_subject: str
+    committed_at: str | None = None  # the commit's date: lead time for changes (older releases: not recorded)
     ref: str
     repo: str
     spec_digest: str

@@ -154,6 +154,7 @@ class Checkout:
     ref: str
     commit: str
     subject: str
+    committed_at: str | None = None  # the commit's committer date (ISO 8601): where a change's lead time starts
 
 
 # git asks "Username for 'https://HOST': " then "Password for 'https://USER@HOST': ". Answer only for the
@@ -318,8 +319,8 @@ def _clone_into(work: Path, url: RepoUrl, ref: str, token: SecretStr | None, use
             ref="unknown-ref",
         )
     repo.execute(["git", *safety, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit, "--"], env=env)
-    subject = repo.execute(["git", "log", "-1", "--format=%s", commit], env=env).strip()
-    return Checkout(path=repo_dir, repo_url=url.display, ref=ref, commit=commit, subject=subject)
+    subject, _, committed_at = repo.execute(["git", "log", "-1", "--format=%s%x00%cI", commit], env=env).strip().rpartition("\x00")
+    return Checkout(path=repo_dir, repo_url=url.display, ref=ref, commit=commit, subject=subject, committed_at=committed_at or None)
 
 
 def is_ancestor(repo_dir: Path, older: str, newer: str) -> bool | None:

@@ -86,7 +86,7 @@ def test_local_status_json_reports_the_environment_to_export(local_stack):
     assert info["env"]["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
 
 
-def test_release_history_and_rollback_through_the_cli(prefect_api, app_repo):
+def test_release_history_rollback_and_stats_through_the_cli(prefect_api, app_repo, tmp_path):
     repo = app_repo()
     env = {"PREFECT_API_URL": prefect_api["env"]["PREFECT_API_URL"]}
     proc = slipway("release", repo.url, "--ref", "v1", "--only", "dev", env=env)
@@ -105,6 +105,22 @@ def test_release_history_and_rollback_through_the_cli(prefect_api, app_repo):
     proc = slipway("history", repo.app, "--json", env=env)
     kinds = [e["kind"] for e in json.loads(proc.stdout)["entries"]]
     assert kinds[:3] == ["rolled-back", "rollback-started", "verify-failed"]
+
+    # whether releases fail less: the two deploys above, from the ledger (and the failure record's cause)
+    chart = tmp_path / "stats.png"
+    proc = slipway("stats", repo.app, "--json", "--chart", str(chart), env=env)
+    assert proc.returncode == 0, proc.stderr
+    (dev,) = json.loads(proc.stdout.split("\nchart: ")[0])[0]["environments"]
+    assert (dev["deploys"], dev["change_failure_rate"]) == (2, 0.5)
+    assert dev["median_time_to_restore_min"] is not None and dev["median_lead_time_h"] is not None  # the commit date is recorded
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = slipway("stats", repo.app, env=env).stdout
+    assert f"{repo.app}/dev *" in text and "50%" in text and "code-defect" in text
+
+    from flows.maintain import delivery_stats
+
+    rows = delivery_stats(apps=[repo.app])
+    assert rows == [dict(dev, app=repo.app, environment="dev")]
 
 
 def test_a_malformed_spec_is_one_line_naming_the_field(prefect_api, app_repo):

@@ -149,3 +149,11 @@ def test_a_function_that_lost_its_tag_is_drift_when_the_ledger_says_slipway_made
     made_by_us = rec("deploy", "function-owned-elsewhere", ledger=[{"kind": "deploy-started"}])
     assert diagnose(made_by_us).classification == "drift"
     assert diagnose(CASES["owned-elsewhere"]).classification == "configuration"
+
+
+def test_the_docs_list_every_rule_in_table_order():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "diagnosis.md").read_text()
+    positions = [doc.find(f"| `{r.name}` |") for r in RULES]
+    assert -1 not in positions and positions == sorted(positions)
