@@ -203,6 +203,29 @@ def _timeout_v1(r: Repo) -> None:
            '    time.sleep(1.5)  # the downstream greeting service\n    name = (event.get("queryStringParameters") or {}).get("name", "world")')
 
 
+def _style_v1(r: Repo) -> None:
+    r.edit("slipway.yaml", "  runtime: python3.11\n", "  runtime: python3.11\n  environment: {GREETING_STYLE: plain}\n")
+    r.edit(APP, "import json\n", "import json\nimport os\n\nSTYLES = {'plain': '{}', 'loud': '{}!'}\n")
+    r.edit(APP, '    name = (event.get("queryStringParameters") or {}).get("name", "world")',
+           '    name = (event.get("queryStringParameters") or {}).get("name", "world")\n'
+           '    name = STYLES[os.environ.get("GREETING_STYLE", "plain")].format(name)')
+
+
+def _style_changed(r: Repo, s: Stack) -> None:
+    r.edit("slipway.yaml", "{GREETING_STYLE: plain}", "{GREETING_STYLE: fancy}").commit("fancier greetings in dev")
+
+
+def _slow_v1(r: Repo) -> None:
+    r.edit("slipway.yaml", "  runtime: python3.11\n", "  runtime: python3.11\n  timeout: 2\n")
+
+
+def _slow_code(r: Repo, s: Stack) -> None:
+    code(r, "import json\n", "import json\nimport time\n", "x")
+    code(r, '    name = (event.get("queryStringParameters") or {}).get("name", "world")',
+         '    name = (event.get("queryStringParameters") or {}).get("name", "world")\n'
+         '    if name != "ada":\n        time.sleep(3)  # look the name up in the CRM', "personalised greetings")
+
+
 def _spec_key_typo(r: Repo, s: Stack) -> None:
     r.edit("slipway.yaml", "  runtime: python3.11\n", "  runtime: python3.11\n  enviroment: {LOG_LEVEL: debug}\n").commit("debug logs")
 
@@ -220,6 +243,14 @@ def _test_requirement_typo(r: Repo, s: Stack) -> None:
     r.write("requirements-dev.txt", "pytest-mocks==99.0.0\n")
     r.edit("slipway.yaml", '  command: ["python", "-m", "pytest", "-q"]\n',
            '  command: ["python", "-m", "pytest", "-q"]\n  requirements: [requirements-dev.txt]\n').commit("mocking for tests")
+
+
+def _pin_missing(r: Repo, s: Stack) -> None:
+    r.write("requirements.txt", "PyYAML==6.0.2\nrequests==99.0.0  # the newest, for the security fix\n").commit("bump requests")
+
+
+def _requirements_file_missing(r: Repo, s: Stack) -> None:
+    r.remove("requirements.txt").commit("requirements moved to pyproject.toml")
 
 
 def _index_down(r: Repo, s: Stack) -> None:
@@ -319,10 +350,17 @@ CASES = [
     Case("env-var-at-import", "configuration", ["DB_HOST"], "module code reads a variable at import", _env_at_import),
     Case("timeout-lowered", "configuration", ["timeout"], "only slipway.yaml changed: timeout 30 → 1 on a 1.5 s handler",
          _timeout_lowered, v1=_timeout_v1),
+    Case("spec-env-value-changed", "configuration", ["GREETING_STYLE"], "only slipway.yaml changed: an environment variable's value",
+         _style_changed, v1=_style_v1),
+    Case("slow-code", "code-defect", ["timeout"], "new code makes a slow call; the spec's timeout did not change", _slow_code, v1=_slow_v1),
     Case("spec-key-typo", "configuration", ["enviroment"], "a typo'd key in slipway.yaml", _spec_key_typo),
     Case("unknown-secret", "configuration", ["payments-api-key"], "a secret reference to a block nobody created", _unknown_secret),
     Case("missing-alarm", "configuration", ["checkout-5xx-rate"], "an alarm gate on an alarm that does not exist", _missing_alarm),
     Case("test-requirement-typo", "configuration", ["pytest-mocks"], "a test requirement that does not exist", _test_requirement_typo),
+    Case("pinned-version-missing", "incompatible-artifact", ["requests"], "a pin to a version that does not exist",
+         _pin_missing, v1=_yaml_v1),
+    Case("requirements-file-missing", "configuration", ["requirements.txt"], "the spec still names a requirements file that was removed",
+         _requirements_file_missing, v1=_yaml_v1),
     Case("index-unreachable", "network-or-aws", ["re-run"], "the package mirror refuses connections", _index_down),
     Case("aws-unreachable", "network-or-aws", ["re-run"], "the account's endpoint stops answering", _aws_unreachable,
          spec_extra="    target: dx-outage\n"),
@@ -388,9 +426,10 @@ def run_case(work: Path, case: Case, stack: Stack) -> dict:
 def start_webhook() -> str:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            text = b"refused: database migration 7 pending on the shared schema"
-            self.send_response(409)
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            first = body.get("stable_version") is None  # the first release: nothing to migrate from
+            text = b"ok" if first else b"refused: database migration 7 pending on the shared schema"
+            self.send_response(200 if first else 409)
             self.send_header("Content-Length", str(len(text)))
             self.end_headers()
             self.wfile.write(text)

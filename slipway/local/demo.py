@@ -211,6 +211,16 @@ def demo_diagnose() -> list[str]:
     return problems
 
 
+def demo_stats() -> list[str]:
+    """Whether releases fail less: the DORA figures the releases above left in the ledger."""
+    print("\n=== 6. whether releases fail less: `slipway stats` from the ledger ===", flush=True)
+    proc = _slipway("stats", "--since", "1d", check=False)
+    problems = []
+    if proc.returncode != 0 or "hello/dev" not in proc.stdout or "DORA figures" not in proc.stdout:
+        problems.append(f"stats: exit {proc.returncode}, no figures for hello/dev")
+    return problems
+
+
 def demo_restart(status: dict) -> list[str]:
     """The stack keeps what it held across `local down` / `local up`: the ledger (and the artifacts, functions and
     flags behind it) and the Prefect UI on the same port, so `slipway history` and the UI agree."""
@@ -252,6 +262,7 @@ def main() -> int:
 
     problems += demo_diagnose()
     problems += demo_restart(status)
+    problems += demo_stats()
 
     print("\n=== demo outcome ===")
     print("\n".join(lines))

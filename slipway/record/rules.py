@@ -82,12 +82,16 @@ class Facts:
             match = re.match(r"^[+-](?![+-])\s*-?\s*([A-Za-z_]+):", line)
             if match and match.group(1) not in keys:
                 keys.append(match.group(1))
+        env = self.diff.env_keys if self.diff else {}
+        for how in ("changed", "added", "removed"):  # values are redacted in the spec diff: the names say what moved
+            keys += [f"environment variable {name} ({how})" for name in env.get(how, [])]
         return keys
 
     def only_spec_changed(self) -> bool:
         """The diff shows slipway.yaml changed and nothing else: no code, no dependencies, no flags."""
         d = self.diff
-        if not d or not d.baseline_release or not d.spec or d.dependencies or d.flags:
+        env_changed = any(d.env_keys.get(k) for k in ("changed", "added", "removed")) if d else False
+        if not d or not d.baseline_release or not (d.spec or env_changed) or d.dependencies or d.flags:
             return False
         files = [f.split("\t")[-1].split()[-1] for f in d.files]
         return bool(files) and all(f.endswith("slipway.yaml") for f in files)
@@ -287,6 +291,41 @@ def _r(f: Facts):
     return None
 
 
+_NO_DISTRIBUTION = re.compile(r"(?:No matching distribution found for|Could not find a version that satisfies the requirement) "
+                              r"([A-Za-z0-9_.\-]+)(\S*)")
+
+
+def _requirement_file(f: Facts, package: str) -> str | None:
+    """The dependency file whose diff adds ``package`` (from the diff's ``+++ b/FILE`` headers), if the diff shows it."""
+    current = None
+    for line in (f.diff.dependencies if f.diff else []):
+        if line.startswith("+++ "):
+            current = line[4:].removeprefix("b/")
+        elif line.startswith("+") and package.lower() in line.lower():
+            return current
+    return None
+
+
+@rule("test-environment-dependency", "a dependency of the artifact has no distribution pip can install: the packaging, not the tests",
+      refs=("test-env-install-failed",), stages=("test",))
+def _r(f: Facts):
+    if f.stage != "test" or f.ref == "tests-failed":
+        return None
+    found = next((m for line in f.tail for m in [_NO_DISTRIBUTION.search(line)] if m), None)
+    if found is None:
+        return None
+    package = found.group(1)
+    where = _requirement_file(f, package)
+    if where and re.search(r"dev|test", where, re.I):
+        return None  # a test-only requirement: the test environment's configuration (next rule)
+    note = f.dependency_note(package)
+    return Finding("incompatible-artifact", [
+        f"pip found no distribution of {package}{found.group(2)} to install" + (f" ({where})" if where else "")
+        + ": the artifact's dependencies cannot be resolved for its runtime (a version that does not exist, or none for this platform)",
+        *([note] if note else []),
+    ], "tests", [f.message] + _tail_lines(f))
+
+
 @rule("test-environment-setup", "the test environment could not be set up as configured (requirements, command)",
       refs=("tests-timed-out", "repo-dir-missing", "test-requirements-missing", "test-env-install-failed"), stages=("test",))
 def _r(f: Facts):
@@ -352,10 +391,22 @@ def _r(f: Facts):
     return None
 
 
+_BUILD_INPUTS = ("context-missing", "dockerfile-outside-context", "invalid-build-input", "invalid-tag-input", "not-a-file",
+                 "requirements-missing", "source-dir-missing", "dockerfile-missing")
+
+
+@rule("build-inputs", "the spec names a build input (source, requirements, Dockerfile, context) that is not there or not allowed",
+      refs=_BUILD_INPUTS, stages=("build",))
+def _r(f: Facts):
+    if f.stage == "build" and f.ref in _BUILD_INPUTS:
+        return Finding("configuration", [f"the build could not start ({f.ref}): slipway.yaml names a path or input the repository "
+                                         "does not have as described"], "build", [f.message] + _tail_lines(f))
+    return None
+
+
 @rule("build-failed", "the repository's source did not build", refs=(
-    "build-failed", "context-missing", "dangling-symlink", "docker-build-failed", "docker-build-timeout", "dockerfile-outside-context",
-    "invalid-build-input", "invalid-tag-input", "not-a-file", "requirements-missing", "source-dir-missing", "symlink-escapes", "symlink-loop",
-    "dockerfile-missing"), stages=("build",))
+    "build-failed", "dangling-symlink", "docker-build-failed", "docker-build-timeout", "symlink-escapes", "symlink-loop"),
+    stages=("build",))
 def _r(f: Facts):
     if f.stage == "build":
         return Finding("code-defect", ["the build of the repository's source failed (see the build log tail)"], "build", _tail_lines(f))

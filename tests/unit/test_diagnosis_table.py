@@ -41,13 +41,16 @@ CASES = {
     "preflight-packaging": rec("preflight", "preflight-failed", evidence={"checks": [
         {"name": "imports resolve", "passed": False, "detail": "imported but not packaged: yaml (app.py:3: import yaml); add it to x"}]}),
     "test-environment-network": rec("test", "test-env-install-failed", evidence={"output_tail": "Connection refused"}),
-    "test-environment-setup": rec("test", "test-env-install-failed", evidence={"output_tail": "No matching distribution found for pytset"}),
+    "test-environment-dependency": rec("test", "test-env-install-failed",
+                                       evidence={"output_tail": "ERROR: No matching distribution found for PyYAML==99.0.0"}),
+    "test-environment-setup": rec("test", "test-env-install-failed", evidence={"output_tail": "ERROR: Invalid requirement: 'pytest>>1'"}),
     "tests-missing-dependency": rec("test", "tests-failed", evidence={"output_tail": "E   ModuleNotFoundError: No module named 'yaml'",
                                                                       "repo_modules": ["app", "src", "tests"]}),
     "tests-failed": rec("test", "tests-failed", evidence={"failed_tests": ["tests/test_app.py::test_x"], "output_tail": "assert 1 == 2"}),
     "build-too-large": rec("build", "artifact-too-large"),
     "build-network": rec("build", "dependency-install-failed", evidence={"output_tail": "Max retries exceeded\nNo matching distribution"}),
     "build-no-distribution": rec("build", "dependency-install-failed", evidence={"output_tail": "No matching distribution found for numpy==9"}),
+    "build-inputs": rec("build", "requirements-missing"),
     "build-failed": rec("build", "build-failed", evidence={"output_tail": "error: invalid syntax"}),
     "spec-refused": rec("spec", "invalid-spec", evidence={"errors": ["artifact.handlr: unknown key"]}),
     "clone-request": rec("clone", "unknown-ref"),
@@ -157,3 +160,12 @@ def test_the_docs_list_every_rule_in_table_order():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "diagnosis.md").read_text()
     positions = [doc.find(f"| `{r.name}` |") for r in RULES]
     assert -1 not in positions and positions == sorted(positions)
+
+
+def test_a_missing_distribution_in_a_test_requirement_is_configuration_and_in_the_artifacts_is_packaging():
+    tail = "ERROR: No matching distribution found for pytest-mocks==99.0.0"
+    dev = spec_diff(files=("M\trequirements-dev.txt",), deps=["--- a/requirements-dev.txt", "+++ b/requirements-dev.txt", "+pytest-mocks==99.0.0"])
+    assert diagnose(rec("test", "test-env-install-failed", evidence={"output_tail": tail}, diff=dev)).classification == "configuration"
+    runtime = spec_diff(files=("M\trequirements.txt",), deps=["--- a/requirements.txt", "+++ b/requirements.txt", "+pytest-mocks==99.0.0"])
+    d = diagnose(rec("test", "test-env-install-failed", evidence={"output_tail": tail}, diff=runtime))
+    assert d.classification == "incompatible-artifact" and "pytest-mocks==99.0.0 to install (requirements.txt)" in d.reasoning[0]
