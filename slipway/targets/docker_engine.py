@@ -141,6 +141,20 @@ def managed_containers(client, app: str, env: str) -> list[ContainerSlot]:
     return slots
 
 
+def container_on_port(client, port: int) -> str | None:
+    """The name of a running container that publishes ``port`` on the host, if any (one on the host network publishes
+    nothing: the caller names the port instead)."""
+    try:
+        containers = client.containers.list()
+    except docker.errors.APIError:
+        return None
+    for c in containers:
+        for bindings in (c.attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
+            if any(str(b.get("HostPort")) == str(port) for b in (bindings or [])):
+                return c.name
+    return None
+
+
 def remove_container(client, container_id: str, *, stop_timeout_s: int = 5) -> None:
     """Stop (SIGTERM, SIGKILL after ``stop_timeout_s``) and remove. A container that is already gone is fine."""
     try:

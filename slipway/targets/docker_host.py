@@ -76,6 +76,16 @@ def allocate_listen_port(proxy: NginxProxy, name: str, stable_range: tuple[int, 
         return port
 
 
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 class DockerHostTarget:
     type = "docker-host"
 
@@ -165,10 +175,17 @@ class DockerHostTarget:
         )
 
     def serving(self) -> str | None:
+        """The release behind the stable port; None when unrouted or its upstream is gone. A route changed by hand to a
+        container Slipway did not start names that container (``foreign:NAME``), so it never passes for Slipway's own."""
         port = self.proxy.current_upstream(self.route)
         if port is None:
             return None
-        return next((s.release_id for s in self._slots() if s.port == port), None)
+        ours = next((s.release_id for s in self._slots() if s.port == port), None)
+        if ours is not None:
+            return ours
+        if not _listening(port):
+            return None  # the upstream is gone (a container that died): nothing is served
+        return f"foreign:{docker_engine.container_on_port(self.client, port) or f'127.0.0.1:{port}'}"
 
     def point(self, version: str, release=None, *, error_cls=DeployError) -> None:
         slot = self._running_slot(version)

@@ -432,3 +432,22 @@ def test_a_route_written_but_never_reloaded_is_reloaded_by_the_next_identical_ro
         proxy.stop()
         for srv in servers:
             srv.shutdown()
+
+
+def test_a_route_changed_by_hand_to_a_container_slipway_did_not_start_is_never_taken_for_a_release(docker_client, proxy, image, app, ports):
+    from slipway.targets.docker_host import DockerHostTarget, route_name
+
+    slot = deploy(docker_client, proxy, image, app, ports, "r1")
+    target = DockerHostTarget(docker_client, proxy, app=app, env="prod", listen_port=ports.listen, container_ports=ports.range)
+    proxy.unroute("prod")  # the low-level deploy above routes by environment name; the target routes by app and environment
+    proxy.route(route_name(app, "prod"), ports.listen, slot.port)
+    assert target.serving() == "r1"
+
+    hand_port = ports.range[1]  # someone's debugging container, routed to by editing the proxy by hand
+    foreign = docker_client.containers.run(image, ["sh", "-c", f"mkdir -p /www && echo hand > /www/health && exec httpd -f -p 127.0.0.1:{hand_port} -h /www"],
+                                           detach=True, network_mode="host", labels={"dev.slipway.app": app}, name=f"{app}-debug")
+    proxy.route(route_name(app, "prod"), ports.listen, hand_port)
+    assert target.serving() == f"foreign:127.0.0.1:{hand_port}"  # drift, never "nothing served" (which a deploy would overwrite)
+
+    foreign.remove(force=True)
+    assert target.serving() is None  # an upstream that is gone: nothing is served
