@@ -53,7 +53,7 @@ class EnvStats(BaseModel):
 
     @property
     def median_lead_time_h(self) -> float | None:
-        return round(statistics.median(self.lead_times), 2) if self.lead_times else None
+        return round(statistics.median(self.lead_times), 3) if self.lead_times else None
 
 
 class AppStats(BaseModel):
@@ -173,6 +173,13 @@ def _fmt(x: float | None, suffix: str = "") -> str:
     return "—" if x is None else f"{x:g}{suffix}"
 
 
+def _hours(h: float | None) -> str:
+    """A lead time: minutes under an hour, hours under two days, then days."""
+    if h is None:
+        return "—"
+    return f"{h * 60:.1f} min" if h < 1 else f"{h:.1f} h" if h < 48 else f"{h / 24:.1f} d"
+
+
 def render_text(stats: list[AppStats]) -> str:
     if not stats:
         return "no releases in the window"
@@ -182,7 +189,7 @@ def render_text(stats: list[AppStats]) -> str:
     for s in stats:
         for e in s.environments:
             rate = "—" if e.change_failure_rate is None else f"{e.change_failure_rate:.0%}"
-            lead = _fmt(e.median_lead_time_h, " h") + (f" ({e.lead_time_unknown} unknown)" if e.lead_time_unknown else "")
+            lead = _hours(e.median_lead_time_h) + (f" ({e.lead_time_unknown} unknown)" if e.lead_time_unknown else "")
             mark = " *" if e.environment == s.production else ""
             lines.append(f"{(s.app + '/' + e.environment + mark):<34} {e.deploys:>7} {e.deploys_per_day:>8.2f} {rate:>12} "
                          f"{_fmt(e.median_restore_min, ' min'):>17} {lead:>19}")
@@ -204,7 +211,7 @@ def render_markdown(s: AppStats) -> str:
         rate = "—" if e.change_failure_rate is None else f"{e.change_failure_rate:.0%}"
         name = f"**{e.environment}** (production)" if e.environment == s.production else e.environment
         md.append(f"| {name} | {e.deploys} | {e.deploys_per_day:.2f} | {rate} | {_fmt(e.median_restore_min, ' min')} | "
-                  f"{_fmt(e.median_lead_time_h, ' h')} |")
+                  f"{_hours(e.median_lead_time_h)} |")
     if s.causes:
         classes = sorted({c for week in s.causes.values() for c in week})
         md += ["", "## Failed releases by cause", "", "| week | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]

@@ -115,7 +115,7 @@ def test_release_history_rollback_and_stats_through_the_cli(prefect_api, app_rep
     assert dev["median_time_to_restore_min"] is not None and dev["median_lead_time_h"] is not None  # the commit date is recorded
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = slipway("stats", repo.app, env=env).stdout
-    assert f"{repo.app}/dev *" in text and "50%" in text and "code-defect" in text
+    assert f"{repo.app}/dev *" in text and "50%" in text and "configuration" in text
 
     from flows.maintain import delivery_stats
 
