@@ -5,18 +5,15 @@ clock; each metric is read over the bake's real window."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from fakes import FakeClock
-from lambda_artifacts import artifact
+from lambda_artifacts import artifact, lambda_context
 from slipway.core.errors import CanaryFailed
 from slipway.rollout import progressive, staged
 from slipway.spec.schema import CustomMetric
-from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget
-from slipway.record.ledger import Ledger
 from slipway.verify.canary import CanaryThresholds
 from slipway.verify.custom_metrics import CloudWatchSource, CustomCheck, PrometheusSource
 
@@ -27,22 +24,7 @@ THRESHOLDS = CanaryThresholds(min_requests=12, min_latency_periods=3)
 
 @pytest.fixture
 def env(aws_endpoint, boto_session):
-    s3 = boto_session.client("s3", endpoint_url=aws_endpoint)
-    lam = boto_session.client("lambda", endpoint_url=aws_endpoint)
-    cw = boto_session.client("cloudwatch", endpoint_url=aws_endpoint)
-    iam = boto_session.client("iam", endpoint_url=aws_endpoint)
-    bucket = f"cm-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=bucket)
-    try:
-        role = iam.create_role(RoleName="cm-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    except iam.exceptions.EntityAlreadyExistsException:
-        role = iam.get_role(RoleName="cm-role")["Role"]["Arn"]
-    app = f"cm{uuid.uuid4().hex[:8]}"
-    settings = LambdaSettings(function_name=f"{app}-prod", alias="live", role_arn=role, handler="app.handler", runtime="python3.11")
-    target = LambdaTarget(lam, settings, sleep=lambda s: None, cw=cw, metrics_period_s=1, metrics_delay_s=0)
-    ctx = staged.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=[], run_id="run-CM")
-    ctx.s3, ctx.bucket, ctx.cw = s3, bucket, cw  # type: ignore[attr-defined]
-    return ctx
+    return lambda_context(aws_endpoint, boto_session, "cm", "run-CM")
 
 
 def two_versions_and_a_canary(ctx) -> tuple[str, str, int]:

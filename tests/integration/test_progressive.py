@@ -4,18 +4,16 @@ so a two-minute bake of synthetic traffic takes a few seconds of real invokes.""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
 from fakes import FakeClock
-from lambda_artifacts import artifact
+from lambda_artifacts import artifact, lambda_context
 from slipway.rollout import progressive
 from slipway.rollout import staged
 from slipway.verify.canary import CanaryThresholds
 from slipway.core.errors import CanaryFailed
-from slipway.targets.aws_lambda import LambdaSettings, LambdaTarget, alias_version
-from slipway.record.ledger import Ledger
+from slipway.targets.aws_lambda import alias_version
 from slipway.core.models import ArtifactRef
 
 GOOD = "def handler(event, context):\n    return {'statusCode': 200, 'v': %r}\n"
@@ -34,22 +32,7 @@ THRESHOLDS = CanaryThresholds(min_requests=12, min_latency_periods=3)
 
 @pytest.fixture
 def env(aws_endpoint, boto_session):
-    s3 = boto_session.client("s3", endpoint_url=aws_endpoint)
-    lam = boto_session.client("lambda", endpoint_url=aws_endpoint)
-    cw = boto_session.client("cloudwatch", endpoint_url=aws_endpoint)
-    iam = boto_session.client("iam", endpoint_url=aws_endpoint)
-    bucket = f"pg-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=bucket)
-    try:
-        role = iam.create_role(RoleName="pg-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    except iam.exceptions.EntityAlreadyExistsException:
-        role = iam.get_role(RoleName="pg-role")["Role"]["Arn"]
-    app = f"pg{uuid.uuid4().hex[:8]}"
-    settings = LambdaSettings(function_name=f"{app}-prod", alias="live", role_arn=role, handler="app.handler", runtime="python3.11")
-    target = LambdaTarget(lam, settings, sleep=lambda s: None, cw=cw, metrics_period_s=1, metrics_delay_s=0)
-    ctx = staged.EnvContext(ledger=Ledger(s3, bucket), app=app, environment="prod", target=target, checks=CHECKS, run_id="run-A")
-    ctx.lam, ctx.s3, ctx.bucket, ctx.cw = lam, s3, bucket, cw  # type: ignore[attr-defined]
-    return ctx
+    return lambda_context(aws_endpoint, boto_session, "pg", "run-A", CHECKS)
 
 
 def release_all_at_once(ctx, art: ArtifactRef) -> str:
