@@ -420,7 +420,7 @@ def run_case(work: Path, case: Case, stack: Stack) -> dict:
     missing = [m for m in case.must_name if m.lower() not in text]
     return {"id": case.id, "expected": case.expected, "got": d["classification"], "stage": d.get("stage"), "check": d.get("check"),
             "missing_evidence": missing, "reasoning": d.get("reasoning"), "next_action": d.get("next_action"),
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), "text": d.get("text")}
 
 
 def start_webhook() -> str:
