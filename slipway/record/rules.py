@@ -188,6 +188,12 @@ def _smoke_check(f: Facts) -> str | None:
     return f.failed[0].get("name") if f.failed else None
 
 
+def _spec_lines(f: Facts) -> list[str]:
+    """The lines slipway.yaml gained or lost (no diff headers, no context), as evidence."""
+    return [f"slipway.yaml: {line}" for line in (f.diff.spec if f.diff else [])
+            if line[:1] in "+-" and line[:3] not in ("+++", "---")][:8]
+
+
 def _spec_fields(f: Facts) -> str:
     fields = f.spec_fields_changed()
     return ", ".join(fields) if fields else "its values"
@@ -649,7 +655,7 @@ def _r(f: Facts):
         return Finding("configuration", [
             f"the canary did worse than stable{f.env_note}, and the only change since the last verified release is in slipway.yaml "
             f"({_spec_fields(f)}): the same code with another configuration",
-        ], "canary analysis", _verdict_evidence(f, verdict) + [f"slipway.yaml: {line}" for line in f.diff.spec[:8]])
+        ], "canary analysis", _verdict_evidence(f, verdict) + _spec_lines(f))
     return None
 
 
@@ -748,7 +754,7 @@ def _r(f: Facts):
             f"the function ran out of time (timed out after {timed_out.group(1)} s){f.env_note}, and this release changed "
             "slipway.yaml's timeout: the handler needs longer than the new limit",
             "raise artifact.timeout back (or make the slow path faster)",
-        ], _smoke_check(f), _smoke_evidence(f) + [f"slipway.yaml: {line}" for line in f.diff.spec[:8]])
+        ], _smoke_check(f), _smoke_evidence(f) + _spec_lines(f))
     return None
 
 
@@ -758,7 +764,7 @@ def _r(f: Facts):
         return Finding("configuration", [
             f"the same code passed before; the only change since the last verified release is in slipway.yaml ({_spec_fields(f)}), "
             f"and smoke check {_smoke_check(f)!r} fails with it",
-        ], _smoke_check(f), _smoke_evidence(f) + [f"slipway.yaml: {line}" for line in f.diff.spec[:8]])
+        ], _smoke_check(f), _smoke_evidence(f) + _spec_lines(f))
     return None
 
 
