@@ -38,9 +38,10 @@ from packaging.utils import canonicalize_name
 
 from slipway.artifact.lambda_zip import MAX_UNZIPPED, MAX_ZIPPED
 from slipway.core import sandbox
+from slipway.core.layout import LAMBDA_RUNTIME_MODULES, repository_modules
 from slipway.core.errors import PreflightFailed, SlipwayError, SpecError
 
-RUNTIME_PROVIDED = {"boto3", "botocore", "awslambdaric", "s3transfer", "jmespath", "dateutil", "urllib3", "six"}
+RUNTIME_PROVIDED = LAMBDA_RUNTIME_MODULES
 IMPORT_TIMEOUT_S = 30
 
 
@@ -529,18 +530,19 @@ def raise_for_failures(checks: list[PreflightCheck], hint: str = "nothing was pu
 
 
 def repository_modules_outside(repo: Path, source: str) -> dict[str, str]:
-    """Top-level Python modules and packages of the repository that are not under ``source``: name → path, found
-    in the repository's root and its first-level directories (a ``libs/shared``), tests and hidden folders left out."""
-    source_dir = (repo / source).resolve()
-    found: dict[str, str] = {}
-    for base in [repo, *[d for d in sorted(repo.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]]:
-        if base.resolve() == source_dir or source_dir in base.resolve().parents or base.name in ("tests", "test", "node_modules"):
+    """The repository's own top-level modules and packages that are not under ``source`` (name → path): root
+    ``*.py`` files and packages (folders with ``__init__.py``) of the root and its first-level folders; tests,
+    ``node_modules``, ``_private`` entries, setup.py and conftest.py left out."""
+    inside = source.strip("/")
+    if inside in ("", "."):
+        return {}  # the whole repository is packaged
+    found = {}
+    for name, path in repository_modules(repo).items():
+        first = path.rstrip("/").split("/", 1)[0]
+        if path.rstrip("/") == inside or path.startswith(inside + "/") or first.startswith("_") or name.startswith("_") \
+                or first in ("tests", "test", "node_modules") or name in ("setup", "conftest"):
             continue
-        for entry in sorted(base.iterdir()):
-            if entry.resolve() == source_dir or entry.name.startswith((".", "_")) or entry.name in ("tests", "test", "setup.py", "conftest.py"):
-                continue
-            if entry.is_dir() and (entry / "__init__.py").is_file():
-                found.setdefault(entry.name, entry.relative_to(repo).as_posix() + "/")
-            elif entry.suffix == ".py" and entry.is_file() and base == repo:
-                found.setdefault(entry.stem, entry.relative_to(repo).as_posix())
+        package = path.endswith("/") and (repo / path / "__init__.py").is_file()
+        if package or (path.endswith(".py") and "/" not in path):
+            found[name] = path
     return found

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+from slipway.core.layout import LAMBDA_RUNTIME_MODULES
+
 if TYPE_CHECKING:
     from slipway.record.diagnose import FailureRecord
 
@@ -34,7 +36,6 @@ PERMISSION_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperat
                     "ExpiredTokenException", "KMSAccessDeniedException"}
 IMPORT_ERROR_TYPES = {"Runtime.ImportModuleError", "ModuleNotFoundError", "ImportError", "Runtime.HandlerNotFound",
                       "Runtime.InvalidEntrypoint", "Runtime.InvalidRuntime"}
-LAMBDA_RUNTIME_MODULES = {"boto3", "botocore", "awslambdaric", "s3transfer", "jmespath", "dateutil", "urllib3", "six"}
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 CREDENTIAL_REFS = ("credentials-refused", "credentials-missing", "credentials-invalid", "region-missing", "role-missing", "alarm-missing",
                    "secret-unreadable")

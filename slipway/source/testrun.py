@@ -38,6 +38,7 @@ from slipway.core import manifest, sandbox
 from slipway.core.childenv import scrubbed_environ
 from slipway.core.errors import SpecError, TestsFailed
 from slipway.core.home import cache_dir
+from slipway.core.layout import repository_modules
 
 OUTPUT_TAIL_LINES = 60
 PIP_TIMEOUT_S = 900
@@ -190,23 +191,8 @@ def run_tests(
         command=argv,
         timed_out=timed_out,
         cache_notes=tuple(notes),
-        repo_modules=() if exit_code == 0 and not timed_out else repo_modules(repo_dir),
+        repo_modules=() if exit_code == 0 and not timed_out else tuple(sorted(repository_modules(repo_dir))),
     )
-
-
-def repo_modules(repo_dir: Path) -> tuple[str, ...]:
-    """Top-level importable names the repository itself provides: its root's and first-level folders' ``*.py`` files,
-    packages and folders (``src/app.py`` → app; ``shared/`` → shared; ``src`` itself)."""
-    names: set[str] = set()
-    for base in [repo_dir, *[d for d in repo_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]]:
-        for entry in base.iterdir():
-            if entry.name.startswith(".") or entry.name == "__pycache__":
-                continue
-            if entry.is_dir():
-                names.add(entry.name)
-            elif entry.suffix == ".py":
-                names.add(entry.stem)
-    return tuple(sorted(names))
 
 
 def parse_failed_tests(output: str) -> list[str]:
