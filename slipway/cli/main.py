@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.set_defaults(func=cmd_approve)
 
     for name, what in (("abort", "stop the canary baking in ENV: traffic back to the stable version at once, the release ends aborted"),
-                       ("promote-now", "skip the remaining bakes of the canary in ENV and promote it to 100% (a hotfix)")):
+                       ("promote-now", "skip the remaining bakes of the canary in ENV and promote it to 100%% (a hotfix)")):
         ctl = sub.add_parser(name, help=what)
         ctl.add_argument("app")
         ctl.add_argument("env")

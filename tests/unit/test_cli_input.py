@@ -114,3 +114,27 @@ def test_commands_that_reach_prefect_give_its_client_more_retries_unless_told_ot
 
     main(["history", "app"], runner=Runner)
     assert os.environ["PREFECT_CLIENT_MAX_RETRIES"] == (preset or "10")
+
+
+def test_every_command_prints_its_help():
+    """argparse formats help with %: a bare % in any help text breaks `--help` for the whole command."""
+    import argparse
+
+    from slipway.cli.main import build_parser
+
+    parser = build_parser()
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        assert current.format_help().startswith("usage: ")
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+                assert all(choice.help for choice in action._choices_actions)
+
+
+def test_slipway_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"], runner=never_called)
+    assert exited.value.code == 0
+    assert "release" in capsys.readouterr().out
