@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.deploy import deploy_environment
 from flows.events import emit
 from flows.failure import diagnose_failure
-from flows.links import artifact_key, run_ui_url
+from flows.links import artifact_key, publish_history_artifact, run_ui_url
 from flows.rollback import rollback
 from slipway import BUILDER_VERSION
 from slipway.artifact.image import image_tag
@@ -32,7 +32,7 @@ from slipway.rollout.outcome import ReleaseProgress, StageFailure
 from slipway.rollout.planning import RolloutPlan, plan_rollout, select_environments
 from slipway.source.git import Checkout, discard_checkout, validate_ref, validate_repo_url
 from slipway.spec.schema import Spec
-from tasks import artifact_tasks as a, deploy_tasks as d, image_tasks as i
+from tasks import artifact_tasks as a, deploy_tasks as d, image_tasks as i, reverify as r
 from tasks.freeze import refuse_frozen
 from tasks.resolution import one_resolution_per_run
 from tasks.wiring import docker_client, location_for, registry_coordinates
@@ -157,6 +157,11 @@ def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: Rol
             why = "untouched" if failed is not None else f"untouched: superseded in {outcomes[-1].environment}"
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "not-reached", why))
             continue
+        if step.action == "verify-live" and not step.reconcile_first:  # unchanged here: no subflow, no lock, if it passes
+            if quick := r.reverify_live(spec.app, step.environment, spec, artifact, store_block):
+                outcomes.append(quick)
+                publish_history_artifact(store_block, spec.app, step.environment)
+                continue
         state = deploy_environment(app=spec.app, environment=step.environment, spec_digest=spec_digest, artifact=artifact, action=step.action,
                                    reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait,
                                    checkout_path=checkout_path, allow_older=progress.allow_older,

@@ -383,6 +383,27 @@ class Ledger:
             ref="ledger-contention",
         )
 
+    def append_if_unchanged(self, entry: LedgerEntry, last_seq: int) -> tuple[LedgerEntry, EnvHead] | None:
+        """Append only if ``last_seq`` is still the ledger's newest entry (the caller read the head there and acted on
+        it); None when another writer appended since, and nothing is written."""
+        app, env = entry.app, entry.environment
+        head, etag = self._read(app, env)
+        if head.last_seq != last_seq:
+            return None
+        stamped = entry.model_copy(update={"seq": last_seq + 1})
+        key = self._entry_key(app, env, stamped.seq)
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=seal(self.signer, key, stamped.model_dump(mode="json")),
+                               ContentType="application/json", IfNoneMatch="*", **self._sse)
+        except ClientError as exc:
+            if not is_precondition_failed(exc):
+                raise translate(exc, LedgerError, "append to the ledger", target=f"{app}/{env}") from exc
+            if not self._is_ours(app, env, stamped):
+                return None  # another writer took the number between the read and the write
+        new_head = fold(head, stamped)
+        self._checkpoint(new_head, etag)
+        return stamped, new_head
+
     def _is_ours(self, app: str, env: str, entry: LedgerEntry) -> bool:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self._entry_key(app, env, entry.seq))["Body"].read()

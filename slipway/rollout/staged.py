@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from slipway.artifact.store import ArtifactStore
 from slipway.core.errors import DeployError, RollbackError, VerificationFailed
-from slipway.record.ledger import EnvHead, Ledger, LiveRelease
+from slipway.record.ledger import EnvHead, Ledger, LedgerEntry, LiveRelease
 from slipway.core.models import ArtifactRef, DeployResult, VerifyResult
 from slipway.targets.protocol import Target
 from slipway.spec.schema import Spec
@@ -188,6 +188,33 @@ def verify(ctx: EnvContext, artifact: ArtifactRef, version: str, started_seq: in
     err = failure_error(result, ctx.environment)
     ctx.ledger.record(ctx.app, ctx.environment, "verify-failed", message=err.message, detail=err.evidence, **common)
     raise err
+
+
+def reverify_in_place(ctx: EnvContext, artifact: ArtifactRef) -> tuple[VerifyResult, EnvHead] | None:
+    """An unchanged re-release's way through an environment that is live on ``artifact``'s release with nothing in
+    progress: run the smoke checks against the live version and record ``verified``, without the environment's lock
+    and without a ``deploy-started`` mark, because nothing is moved or deployed. Returns None, having recorded
+    nothing, whenever the full way (under the lock: begin_reverify, verify, a rollback if it fails) must decide:
+    something is in progress or another release is live, a check failed, or the ledger moved on while the checks ran
+    (``verified`` is appended only right after the entry the decision was made on)."""
+    head = ctx.head()
+    live = head.live
+    if head.in_progress is not None or live is None or live.release_id != artifact.release_id:
+        return None
+    result = ctx.target.verify(ctx.effective_checks, live.version)
+    if not result.passed:
+        return None
+    written = ctx.ledger.append_if_unchanged(LedgerEntry(
+        app=ctx.app, environment=ctx.environment, kind="verified", release_id=artifact.release_id, version=live.version,
+        artifact_sha256=artifact.sha256, commit=artifact.commit, run_id=ctx.run_id,
+        message=f"{len(result.checks)} smoke check(s) passed; re-verified in place (nothing deployed)",
+        detail={"checks": ctx.effective_checks, "results": [c.model_dump(mode="json") for c in result.checks],
+                "image": artifact.image.pinned if artifact.image else None, "reverified": True},
+    ), head.last_seq)
+    if written is None:
+        return None
+    ctx.target.settle(live.version)
+    return result, written[1]
 
 
 def prove_release(ctx: EnvContext, release: LiveRelease) -> None:
@@ -412,4 +439,4 @@ def live_release(ctx: EnvContext) -> LiveRelease | None:
     return ctx.head().live
 
 
-__all__ = ["EnvContext", "RollbackOutcome", "begin", "begin_reverify", "publish", "shift_traffic", "verify", "roll_back", "reconcile", "VerificationFailed"]
+__all__ = ["EnvContext", "RollbackOutcome", "begin", "begin_reverify", "reverify_in_place", "publish", "shift_traffic", "verify", "roll_back", "reconcile", "VerificationFailed"]

@@ -106,7 +106,8 @@ def test_what_is_live_is_re_verified_during_a_freeze_and_a_new_commit_is_refused
     freeze([{"reason": "change freeze", "cron": "* * * * *", "duration": "10m"}])
     again = release(repo_url=repo.url, ref="f5", return_state=True)  # the same commit: only re-verified, which a freeze allows
     assert again.is_completed(), again.result(raise_on_failure=False)
-    assert [e.kind for e in ledger_entries(repo.app, "prod")][-2:] == ["deploy-started", "verified"]
+    # the deploy's verified, then the re-verification's (nothing deployed: no deploy-started)
+    assert [e.kind for e in ledger_entries(repo.app, "prod")][-2:] == ["verified", "verified"]
     repo.write("src/app.py", (repo.path / "src/app.py").read_text() + "\n# a change\n").commit("f6", tag="f6")
     err = release(repo_url=repo.url, ref="f6", return_state=True).result(raise_on_failure=False)
     assert err.ref == "environment-frozen" and "change freeze" in err.message

@@ -327,3 +327,51 @@ def test_a_commit_that_builds_the_same_bytes_is_a_release_of_its_own_reused_prom
     state, err = run_release(repo_url=repo.url, ref="v3", only=["dev"])
     assert state.is_failed() and f"dev rolled back to {docs['release_id']}" in err.message, err.message
     assert open_store("default")[1].head(repo.app, "dev").live.release_id == docs["release_id"]
+
+
+def deploy_runs(app: str, env: str) -> int:
+    """How many ``deploy-environment`` flow runs Prefect has for APP/ENV."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"deploy {app}/{env}"]))))
+
+
+def test_an_unchanged_re_release_re_verifies_in_place_and_a_failure_there_takes_the_full_way_and_rolls_back(
+        prefect_api, clients, app_repo):
+    """Environments already live on the release are re-verified inside the release's own run (no subflow, no lock,
+    only a `verified` entry). When the live release fails there, nothing is recorded by that attempt and the
+    environment takes the full way under its lock: re-verified again, failed, rolled back to the release before."""
+    from tasks.wiring import open_store
+
+    lam, _ = clients
+    ledger = open_store("default")[1]
+    repo = app_repo()
+    assert run_release(repo_url=repo.url, ref="v1", only=["dev"])[0].is_completed()
+    spec = (repo.path / "slipway.yaml").read_text()
+    stricter = spec.replace("expect: {statusCode: 200}\n", "expect: {statusCode: 200, body: {greeting: never}}\n")
+    assert stricter != spec
+    repo.write("src/extra.py", "X = 2\n").write("slipway-strict.yaml", stricter).commit("v2", tag="v2")
+    state, v2 = run_release(repo_url=repo.url, ref="v2")
+    assert state.is_completed(), v2
+    runs = {env: deploy_runs(repo.app, env) for env in ("dev", "staging", "prod")}
+
+    state, again = run_release(repo_url=repo.url, ref="v2")  # unchanged everywhere
+    assert state.is_completed(), again
+    assert [(o["environment"], o["status"], o["message"]) for o in again["outcomes"]] == [
+        (env, "live", "re-verified") for env in ("dev", "staging", "prod")]
+    assert {env: deploy_runs(repo.app, env) for env in runs} == runs  # no deploy-environment run: nothing to lock
+    for env in runs:
+        newest = ledger.entries(repo.app, env)[-2:]
+        assert [e.kind for e in newest] == ["verified", "verified"] and newest[-1].detail["reverified"] is True
+
+    # the same commit with stricter smoke checks: the live release fails them
+    seq = ledger.head(repo.app, "dev").last_seq
+    state, err = run_release(repo_url=repo.url, ref="v2", spec_path="slipway-strict.yaml")
+    assert state.is_failed()
+    assert f"dev rolled back to {ledger.head(repo.app, 'dev').live.release_id}" in str(err)
+    assert ledger.head(repo.app, "dev").live.commit != v2["commit"] and alias_version(lam, f"{repo.app}-dev") == "1"
+    assert [e.kind for e in ledger.entries_after(repo.app, "dev", seq)][:3] == ["deploy-started", "verify-failed", "rollback-started"]
+    assert deploy_runs(repo.app, "dev") == runs["dev"] + 1  # the full way, once
+    assert ledger.head(repo.app, "staging").live.commit == v2["commit"] and ledger.entries(repo.app, "staging")[-1].kind == "verified"  # not reached

@@ -185,3 +185,78 @@ def test_a_removed_ownership_tag_is_drift_not_another_apps_function(env):
     assert "slipway:app tag is missing" in _refused_as_drift(env, artifact(env, "r2", GOOD % "2"))
     assert "tagged slipway:app" in staged.check_live(env, heal=True)["detail"]
     assert release(env, artifact(env, "r2", GOOD % "2")) == "2"
+
+
+# ---- an unchanged re-release: re-verified in place (no lock, nothing deployed) --------------------------------------
+def kinds(ctx) -> list[str]:
+    return [e.kind for e in ctx.ledger.entries(ctx.app, "dev")]
+
+
+def test_the_live_release_re_verified_in_place_records_verified_alone(env):
+    r1 = artifact(env, "r1", GOOD % "1")
+    release(env, r1)
+    before = kinds(env)
+    result, head = staged.reverify_in_place(env, r1)
+    assert result.passed and [c.executed_version for c in result.checks] == ["1"]
+    assert kinds(env) == [*before, "verified"]  # no deploy-started: nothing was deployed or moved
+    newest = env.ledger.entries(env.app, "dev")[-1]
+    assert newest.release_id == "r1" and newest.version == "1" and newest.detail["reverified"] is True
+    assert head == env.head() and head.live.release_id == "r1" and head.in_progress is None
+
+
+def test_a_failing_check_in_place_records_nothing_and_leaves_the_decision_to_the_full_way(env):
+    r1 = artifact(env, "r1", GOOD % "1")
+    release(env, r1)
+    before = kinds(env)
+    env.checks = [{"name": "health", "event": {}, "expect": {"statusCode": 201}}]  # the live release now fails its checks
+    assert staged.reverify_in_place(env, r1) is None
+    assert kinds(env) == before and env.head().live.release_id == "r1"
+
+
+@pytest.mark.parametrize("situation", ["another release live", "a run in progress", "nothing live"])
+def test_in_place_only_when_the_release_is_live_with_nothing_in_progress(env, situation):
+    r1, r2 = artifact(env, "r1", GOOD % "1"), artifact(env, "r2", GOOD % "2")
+    if situation != "nothing live":
+        release(env, r1)
+    if situation == "another release live":
+        release(env, r2)
+    if situation == "a run in progress":
+        deploy(env, r2)  # r2 moved in, not yet verified: the full way reconciles it under the lock
+    before = kinds(env)
+    assert staged.reverify_in_place(env, r1) is None
+    assert kinds(env) == before
+
+
+class RacingTarget:
+    """The real target, with another run writing to the ledger while the smoke checks run."""
+
+    def __init__(self, ctx, write):
+        self._target, self._ctx, self._write = ctx.target, ctx, write
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+    def verify(self, checks, version):
+        self._write(self._ctx)
+        return self._target.verify(checks, version)
+
+
+def test_nothing_is_recorded_when_another_run_wrote_while_the_checks_ran(env):
+    r1, r2 = artifact(env, "r1", GOOD % "1"), artifact(env, "r2", GOOD % "2")
+    release(env, r1)
+    env.target = RacingTarget(env, lambda ctx: staged.begin(ctx, r2, "2", "another run starts deploying r2"))
+    assert staged.reverify_in_place(env, r1) is None
+    assert kinds(env)[-1] == "deploy-started"  # the other run's mark stays the newest: no verified over it
+    assert env.head().in_progress.release_id == "r2"
+
+
+def test_append_if_unchanged_writes_only_right_after_the_entry_it_was_given(env):
+    from slipway.record.ledger import LedgerEntry
+
+    release(env, artifact(env, "r1", GOOD % "1"))
+    seen = env.head().last_seq
+    env.ledger.record(env.app, "dev", "approved", message="someone else")
+    stale = LedgerEntry(app=env.app, environment="dev", kind="hook", message="decided on an old head")
+    assert env.ledger.append_if_unchanged(stale, seen) is None
+    written, head = env.ledger.append_if_unchanged(stale, seen + 1)
+    assert written.seq == seen + 2 and head.last_seq == seen + 2 and kinds(env)[-2:] == ["approved", "hook"]
