@@ -29,6 +29,7 @@ def aws_clients(credentials: AwsCredentials, *services: str, region: str | None 
 
 
 _CLIENTS: dict[tuple, Any] = {}
+_SESSIONS: dict[str, Any] = {}  # boto3 sessions by credentials digest: the clients of other regions and timeouts share one
 
 
 def _credentials_digest(credentials: AwsCredentials) -> str:
@@ -55,10 +56,16 @@ def _new_clients(credentials: AwsCredentials, services: list[str], region: str |
     from slipway.core.aws import translate
     from slipway.core.errors import CredentialsError
 
-    try:
-        session = credentials.get_boto3_session()
-    except (BotoCoreError, ClientError) as exc:  # unknown profile, refused assume-role
-        raise translate(exc, CredentialsError, "open an AWS session") from exc
+    digest = _credentials_digest(credentials)
+    session = _SESSIONS.get(digest)
+    if session is None:  # one session per credentials: each loads botocore's endpoint and service models anew (~50 ms)
+        try:
+            session = credentials.get_boto3_session()
+        except (BotoCoreError, ClientError) as exc:  # unknown profile, refused assume-role
+            raise translate(exc, CredentialsError, "open an AWS session") from exc
+        _SESSIONS[digest] = session
+        while len(_SESSIONS) > 16:
+            _SESSIONS.pop(next(iter(_SESSIONS)))
     params = credentials.aws_client_parameters.get_params_override()
     config = params.pop("config", None)  # botocore retries are Slipway's (slipway.core.aws.client_config) …
     timeouts = _timeouts(config)  # … but the block's read/connect timeouts, when set, are honoured

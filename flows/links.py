@@ -9,6 +9,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from slipway.record.ledger import LedgerEntry, entry_row
 from slipway.record.report import history_rows
 from tasks.wiring import open_store
 
@@ -60,3 +61,25 @@ def publish_history_artifact(store_block: str, app: str, env: str) -> None:
         create_table_artifact(key=artifact_key("history", app, env), table=rows, description=f"Ledger of {app}/{env}, newest first")
     except Exception as exc:  # noqa: BLE001
         get_run_logger().warning("could not publish the history artifact of %s/%s: %s", app, env, exc)
+
+
+def extend_history_artifact(store_block: str, entry: LedgerEntry) -> None:
+    """The UI's history table with ``entry`` (just recorded) on top. When the table published last ends right before
+    it (its newest row is the entry before), that table is extended without reading the ledger; else, or when the
+    table cannot be read, it is rebuilt from the ledger."""
+    import json
+
+    from prefect.artifacts import Artifact
+
+    app, env = entry.app, entry.environment
+    key = artifact_key("history", app, env)
+    try:
+        latest = Artifact.get(key)
+        rows = json.loads(latest.data) if latest is not None and isinstance(latest.data, str) else None
+        if isinstance(rows, list) and rows and isinstance(rows[0], dict) and rows[0].get("seq") == entry.seq - 1:
+            create_table_artifact(key=key, table=[entry_row(entry), *rows][:HISTORY_ROWS],
+                                  description=f"Ledger of {app}/{env}, newest first")
+            return
+    except Exception:  # noqa: BLE001 - rebuilt from the ledger below
+        pass
+    publish_history_artifact(store_block, app, env)

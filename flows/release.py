@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.deploy import deploy_environment
 from flows.events import emit
 from flows.failure import diagnose_failure
-from flows.links import artifact_key, publish_history_artifact, run_ui_url
+from flows.links import artifact_key, extend_history_artifact, run_ui_url
 from flows.rollback import rollback
 from slipway import BUILDER_VERSION
 from slipway.artifact.image import image_tag
@@ -151,6 +151,7 @@ def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: Rol
     outcomes: list[StageOutcome] = []
     verdicts: dict[str, list[str]] = {}
     failed: StageFailure | None = None
+    reverified: list = []  # the verified entries recorded in place
     for step in plan.steps:
         if failed is not None or (outcomes and outcomes[-1].status == "superseded"):
             head = d.read_heads(store_block, spec.app, [step.environment])[step.environment]
@@ -158,9 +159,9 @@ def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: Rol
             outcomes.append(outcome_from_head(step.environment, head, artifact.release_id, "not-reached", why))
             continue
         if step.action == "verify-live" and not step.reconcile_first:  # unchanged here: no subflow, no lock, if it passes
-            if quick := r.reverify_live(spec.app, step.environment, spec, artifact, store_block):
-                outcomes.append(quick)
-                publish_history_artifact(store_block, spec.app, step.environment)
+            if quick := r.reverify_live(spec.app, step.environment, spec, artifact, store_block, progress.heads[step.environment]):
+                outcomes.append(quick.outcome)
+                reverified.append(quick.entry)
                 continue
         state = deploy_environment(app=spec.app, environment=step.environment, spec_digest=spec_digest, artifact=artifact, action=step.action,
                                    reconcile_first=step.reconcile_first, store_block=store_block, lock_wait=lock_wait,
@@ -173,6 +174,8 @@ def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: Rol
     for env_name in plan.skipped:
         head = d.read_heads(store_block, spec.app, [env_name])[env_name]
         outcomes.append(outcome_from_head(env_name, head, artifact.release_id, "skipped", "not in --only"))
+    for entry in reverified:  # the other environments' deploy-environment runs published theirs
+        extend_history_artifact(store_block, entry)
     return outcomes, verdicts, failed
 
 

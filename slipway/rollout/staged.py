@@ -190,14 +190,16 @@ def verify(ctx: EnvContext, artifact: ArtifactRef, version: str, started_seq: in
     raise err
 
 
-def reverify_in_place(ctx: EnvContext, artifact: ArtifactRef) -> tuple[VerifyResult, EnvHead] | None:
+def reverify_in_place(ctx: EnvContext, artifact: ArtifactRef, head: EnvHead | None = None) -> tuple[VerifyResult, LedgerEntry, EnvHead] | None:
     """An unchanged re-release's way through an environment that is live on ``artifact``'s release with nothing in
     progress: run the smoke checks against the live version and record ``verified``, without the environment's lock
     and without a ``deploy-started`` mark, because nothing is moved or deployed. Returns None, having recorded
     nothing, whenever the full way (under the lock: begin_reverify, verify, a rollback if it fails) must decide:
     something is in progress or another release is live, a check failed, or the ledger moved on while the checks ran
-    (``verified`` is appended only right after the entry the decision was made on)."""
-    head = ctx.head()
+    (``verified`` is appended only right after the entry the decision was made on). ``head``: the environment's head
+    as the caller read it (a head read earlier is safe: anything recorded since makes the append refuse). Returns the
+    checks' result, the ``verified`` entry and the head after it."""
+    head = head or ctx.head()
     live = head.live
     if head.in_progress is not None or live is None or live.release_id != artifact.release_id:
         return None
@@ -214,7 +216,7 @@ def reverify_in_place(ctx: EnvContext, artifact: ArtifactRef) -> tuple[VerifyRes
     if written is None:
         return None
     ctx.target.settle(live.version)
-    return result, written[1]
+    return result, *written
 
 
 def prove_release(ctx: EnvContext, release: LiveRelease) -> None:

@@ -343,6 +343,12 @@ def test_an_unchanged_re_release_re_verifies_in_place_and_a_failure_there_takes_
     """Environments already live on the release are re-verified inside the release's own run (no subflow, no lock,
     only a `verified` entry). When the live release fails there, nothing is recorded by that attempt and the
     environment takes the full way under its lock: re-verified again, failed, rolled back to the release before."""
+    import json
+
+    from prefect.artifacts import Artifact
+
+    from flows.links import HISTORY_ROWS, artifact_key
+    from slipway.record.report import history_rows
     from tasks.wiring import open_store
 
     lam, _ = clients
@@ -365,6 +371,9 @@ def test_an_unchanged_re_release_re_verifies_in_place_and_a_failure_there_takes_
     for env in runs:
         newest = ledger.entries(repo.app, env)[-2:]
         assert [e.kind for e in newest] == ["verified", "verified"] and newest[-1].detail["reverified"] is True
+        # the UI's history table, extended without reading the ledger, is the ledger's newest entries
+        table = json.loads(Artifact.get(artifact_key("history", repo.app, env)).data)
+        assert table == history_rows(ledger.history(repo.app, env, limit=HISTORY_ROWS)) and table[0]["seq"] == newest[-1].seq
 
     # the same commit with stricter smoke checks: the live release fails them
     seq = ledger.head(repo.app, "dev").last_seq

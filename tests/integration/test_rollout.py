@@ -196,11 +196,11 @@ def test_the_live_release_re_verified_in_place_records_verified_alone(env):
     r1 = artifact(env, "r1", GOOD % "1")
     release(env, r1)
     before = kinds(env)
-    result, head = staged.reverify_in_place(env, r1)
+    result, entry, head = staged.reverify_in_place(env, r1)
     assert result.passed and [c.executed_version for c in result.checks] == ["1"]
     assert kinds(env) == [*before, "verified"]  # no deploy-started: nothing was deployed or moved
     newest = env.ledger.entries(env.app, "dev")[-1]
-    assert newest.release_id == "r1" and newest.version == "1" and newest.detail["reverified"] is True
+    assert newest == entry and newest.release_id == "r1" and newest.version == "1" and newest.detail["reverified"] is True
     assert head == env.head() and head.live.release_id == "r1" and head.in_progress is None
 
 
