@@ -1,7 +1,8 @@
 """The ``release`` flow, read as the pipeline:
 
 validate → check the store → clone → spec → plan and check the targets → (reuse | test → build → preflight → publish)
-→ per environment, in promotion order, the ``deploy-environment`` subflow (flows/deploy.py) → report.
+→ per environment, in promotion order, the ``deploy-environment`` subflow (flows/deploy.py), or, for one already live on
+the release with nothing in progress, a re-verification in place (tasks/reverify.py) → report.
 
 A failed stage fires the ``rollback`` subflow (flows/rollback.py) from the subflow's state hooks; later environments
 are not touched, and the release ends Failed naming the stage, the check and the evidence. What happened to each
