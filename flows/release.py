@@ -27,6 +27,7 @@ from slipway import BUILDER_VERSION
 from slipway.artifact.image import image_tag
 from slipway.core.errors import ReleaseFailed, SlipwayError, SpecError
 from slipway.core.models import ArtifactRef, StageOutcome
+from slipway.record.ledger import LedgerEntry
 from slipway.record.report import failure_report_markdown, outcome_from_head, release_report_markdown, render_summary
 from slipway.rollout import outcome as decide
 from slipway.rollout.outcome import ReleaseProgress, StageFailure
@@ -152,7 +153,7 @@ def deploy_stages(spec: Spec, spec_digest: str, artifact: ArtifactRef, plan: Rol
     outcomes: list[StageOutcome] = []
     verdicts: dict[str, list[str]] = {}
     failed: StageFailure | None = None
-    reverified: list = []  # the verified entries recorded in place
+    reverified: list[LedgerEntry] = []  # the verified entries recorded in place
     for step in plan.steps:
         if failed is not None or (outcomes and outcomes[-1].status == "superseded"):
             head = d.read_heads(store_block, spec.app, [step.environment])[step.environment]

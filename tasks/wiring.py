@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
-from blocks import ArtifactStoreBlock, DockerHostBlock, EcsTargetBlock, LambdaTargetBlock, RegistryBlock, aws_clients, parse_port_range
+import blocks
+from blocks import ArtifactStoreBlock, LambdaTargetBlock, aws_clients
 from slipway.artifact.store import ArtifactStore
 from slipway.core.aws import is_transient
 from slipway.core.errors import CredentialsError, DeployError
@@ -130,7 +131,7 @@ def _docker_host_target(ref: EnvRef, block, read_timeout: float, extra_env: dict
     loc = ref.location
     return DockerHostTarget(
         docker_client(block.engine_url), proxy_for(block.proxy_root, block.nginx_binary), app=ref.app, env=ref.environment,
-        listen_port=int(loc["listen_port"]), container_ports=parse_port_range(block.container_ports),
+        listen_port=int(loc["listen_port"]), container_ports=blocks.parse_port_range(block.container_ports),
         health_path=loc.get("health_path") or "/health", health_timeout=block.health_timeout,
         port_env=loc.get("port_env") or "PORT", recorded_environment=_container_env(ref.spec, ref.environment, loc, extra_env),
         environment=resolved_environment(_container_env(ref.spec, ref.environment, loc, extra_env), ref.environment,
@@ -142,7 +143,7 @@ def _docker_host_location(spec: Spec, env_name: str, block) -> dict:
     from slipway.targets.docker_host import allocate_listen_port, proxy_for, route_name
 
     proxy = proxy_for(block.proxy_root, block.nginx_binary)
-    port = allocate_listen_port(proxy, route_name(spec.app, env_name), parse_port_range(block.stable_ports))
+    port = allocate_listen_port(proxy, route_name(spec.app, env_name), blocks.parse_port_range(block.stable_ports))
     return {
         "endpoint": f"http://127.0.0.1:{port}", "listen_port": port, "health_path": spec.artifact.health_path,
         "port_env": spec.artifact.port_env, "environment": _container_env(spec, env_name, {}),
@@ -171,17 +172,18 @@ def _ecs_location(spec: Spec, env_name: str, block) -> dict:
 
 
 # target type → (block class, target factory, location from the spec). An unknown type is an error.
-TARGETS: dict[str, tuple[type, Callable, Callable]] = {
-    "lambda": (LambdaTargetBlock, _lambda_target, _lambda_location),
-    "docker-host": (DockerHostBlock, _docker_host_target, _docker_host_location),
-    "ecs": (EcsTargetBlock, _ecs_target, _ecs_location),
+TARGETS: dict[str, tuple[str, Callable, Callable]] = {  # the block class by name: imported when a release uses it
+    "lambda": ("LambdaTargetBlock", _lambda_target, _lambda_location),
+    "docker-host": ("DockerHostBlock", _docker_host_target, _docker_host_location),
+    "ecs": ("EcsTargetBlock", _ecs_target, _ecs_location),
 }
 
 
 def target_kind(target_type: str) -> tuple[type, Callable, Callable]:
     if target_type not in TARGETS:
         raise DeployError(f"unknown target type {target_type!r}", hint=f"use one of {', '.join(TARGETS)}", ref="unknown-target-type")
-    return TARGETS[target_type]
+    block_cls, factory, locate = TARGETS[target_type]
+    return getattr(blocks, block_cls), factory, locate
 
 
 def location_for(spec: Spec, env_name: str) -> dict:
@@ -259,7 +261,7 @@ def registry_coordinates(registry_block: str, app: str) -> tuple[str, str, Regis
     from slipway.artifact.registry import RegistryAuth, ecr_auth  # the docker SDK only where images are built
 
     block = load_block(
-        RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
+        blocks.RegistryBlock, registry_block, missing=f"no slipway-registry block named {registry_block!r}",
         hint="run `slipway local up` with a Docker engine running, or create the block (docs/blocks.md)", ref="registry-block-missing",
     )
     name = f"{block.namespace.strip('/')}/{app}" if block.namespace.strip("/") else app
