@@ -4,7 +4,7 @@ AWS credentials reuse ``prefect_aws.AwsCredentials`` (a local endpoint goes in i
 ``aws_client_parameters.endpoint_url``). Register with ``prefect block register -m blocks``.
 
 Each name is imported from its module on first use: Prefect computes a block class's schema when the class is
-defined (about 40 ms each), so a Lambda release does not pay for the container and policy blocks.
+defined, so a Lambda release does not pay for the container and policy blocks.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Slipway's blocks for container releases: the registry, a Docker host, an ECS service (imported only by the
-releases that use them: Prefect builds each block class's schema when the class is defined, about 40 ms each)."""
+releases that use them: Prefect builds each block class's schema when the class is defined)."""
 
 from __future__ import annotations
 
