@@ -14,10 +14,11 @@ LOCAL_CREDENTIALS = "slipway-local"
 
 def save_local_blocks(
     endpoint: str, bucket: str, role_arn: str, region: str = "us-east-1", *, registry: str | None = None, proxy_root: str | None = None,
-    health_timeout: float = 60,
+    health_timeout: float = 60, stable_ports: str | None = None, container_ports: str | None = None,
 ) -> list[str]:
     """AwsCredentials ``slipway-local`` (endpoint = the local AWS), artifact store ``default`` and Lambda
-    target ``default``. Overwrites earlier local blocks of the same names; returns what was saved."""
+    target ``default``. Overwrites earlier local blocks of the same names; returns what was saved. ``stable_ports`` /
+    ``container_ports``: the Docker host's port ranges, when not the block's defaults (a second stack on one machine)."""
     creds = AwsCredentials(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # moto accepts any key; not a secret
@@ -33,6 +34,7 @@ def save_local_blocks(
         RegistryBlock(kind="oci", url=registry).save("default", overwrite=True)
         DockerHostBlock(
             proxy_root=proxy_root, nginx_binary=shutil.which("nginx") or "/usr/sbin/nginx", health_timeout=health_timeout,
+            **{k: v for k, v in (("stable_ports", stable_ports), ("container_ports", container_ports)) if v},
         ).save("default", overwrite=True)
         saved += ["slipway-registry/default", "slipway-docker-host/default"]
     return saved

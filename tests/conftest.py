@@ -88,8 +88,14 @@ def prefect_api(local_stack):
             local_stack["env"]["AWS_ENDPOINT_URL"], local_stack["bucket"], local_stack["role_arn"],
             registry=local_stack["registry"], proxy_root=local_stack["proxy_root"] if local_stack["registry"] else None,
             health_timeout=5,  # the test services start in milliseconds; a broken one should fail fast
+            stable_ports=TEST_STABLE_PORTS,
         )
         yield local_stack
+
+
+# Not the docker-host block's default (18000-18099, what `make demo` and `slipway local up` use): a test run that was
+# killed leaves its nginx listening, and the demo's environments keep the stable ports they were given.
+TEST_STABLE_PORTS = "18600-18799"
 
 
 # ---- app repositories --------------------------------------------------------------------------------------

@@ -58,3 +58,11 @@ def test_a_lambda_release_imports_no_container_or_policy_block():
     code = "import json, sys, flows.release, tasks.wiring; print(json.dumps(sorted(m for m in sys.modules if m.startswith('blocks'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
     assert json.loads(out.stdout) == ["blocks", "blocks.slipway_blocks"]
+
+
+def test_the_test_stack_serves_outside_the_demo_stable_ports():
+    from blocks import DockerHostBlock, parse_port_range
+    from conftest import TEST_STABLE_PORTS
+
+    tests, demo = parse_port_range(TEST_STABLE_PORTS), parse_port_range(DockerHostBlock.model_fields["stable_ports"].default)
+    assert tests[0] > demo[1] or tests[1] < demo[0]
